@@ -1,0 +1,1 @@
+"""Profiles, work sharding and the papermill driver behind ``instlib reproduce``."""
