@@ -16,7 +16,11 @@ from instlib.errors import InstlibError
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Check, fetch and import datasets in the folder format.", no_args_is_help=True)
+style_app = typer.Typer(help="InST: train style tokens and transfer real style onto synthetic images.", no_args_is_help=True)
+count_app = typer.Typer(help="Cell counting: train, cross-validate, predict.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(style_app, name="style")
+app.add_typer(count_app, name="count")
 
 Seed = Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical output.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an output folder that holds other data.")]
@@ -49,6 +53,15 @@ def data_check(folder: Path) -> None:
     from instlib.data.folder import list_samples
 
     typer.echo(f"{folder}: OK ({len(list_samples(folder))} images)")
+
+
+# ---------------------------------------------------------------- style
+
+
+# ---------------------------------------------------------------- count
+
+
+# ---------------------------------------------------------------- reproduce
 
 
 def main() -> None:
