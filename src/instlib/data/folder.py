@@ -211,3 +211,12 @@ def _read_stamp(out: Path) -> dict:
         return json.loads((out / STAMP).read_text())
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+def validate_folder(root: str | Path) -> list[Sample]:
+    """:func:`list_samples`, after a full :func:`check_folder`; raises naming the first problem."""
+    problems = check_folder(root)
+    if problems:
+        more = f" (and {len(problems) - 1} more; run 'instlib data check {root}')" if len(problems) > 1 else ""
+        raise DataError(problems[0].message + more, problems[0].path)
+    return list_samples(root)
