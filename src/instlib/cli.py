@@ -55,6 +55,88 @@ def data_check(folder: Path) -> None:
     typer.echo(f"{folder}: OK ({len(list_samples(folder))} images)")
 
 
+@data_app.command("fetch")
+def data_fetch(
+    dataset: Annotated[str, typer.Argument(help="Dataset name: idcia.")],
+    dest: Annotated[Path, typer.Option(help="Where to write the folder-format copy.")],
+    cache: Annotated[Optional[Path], typer.Option(help="Download cache (default: the user cache).")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Download a public dataset (checksums verified) and convert it to the folder format."""
+    from instlib.data.fetch import fetch
+
+    typer.echo(f"wrote {fetch(dataset, dest, cache=cache, overwrite=overwrite)}")
+
+
+@data_app.command("import")
+def data_import(
+    src: Annotated[Path, typer.Argument(help="Folder with images and annotations, searched recursively.")],
+    dest: Annotated[Path, typer.Option(help="Where to write the folder-format copy.")],
+    fmt: Annotated[str, typer.Option("--format", help="csv: <name>.csv X,Y beside each image; "
+                                     "dots: <id>cell.png with <id>dots.png.")] = "csv",
+    source: Annotated[str, typer.Option(help="Source label stored in the manifest.")] = "imported",
+    overwrite: Overwrite = False,
+) -> None:
+    """Convert a local dataset to the folder format."""
+    from instlib.data.fetch import import_folder
+
+    typer.echo(f"wrote {import_folder(src, dest, source=source, fmt=fmt, overwrite=overwrite)}")
+
+
+# ---------------------------------------------------------------- synthesis
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    from_points: Annotated[Optional[Path], typer.Option(help="Real folder whose points to draw (one image each).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Gradual mode: K images per real image, first n_k cells.")] = None,
+    n: Annotated[Optional[int], typer.Option(help="Random layouts: number of images.")] = None,
+    size: Annotated[Optional[tuple[int, int]], typer.Option(help="Canvas H W (default: the real image's).")] = None,
+    cells: Annotated[Optional[tuple[int, int]], typer.Option(help="Random layouts: cells per image, LO HI.")] = None,
+    cell_size: Annotated[float, typer.Option(help="Cell size cs: semi-axes ~ U[0.4 cs, 0.6 cs).")] = 15.0,
+    seed: Seed = 0,
+    workers: Annotated[int, typer.Option(help="Processes (output does not depend on it).")] = 1,
+    shard: ShardOpt = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Hard-coded synthetic images (Syn-HC): from a real folder's points, or random layouts."""
+    from instlib.data import synth as syn
+
+    if from_points is not None:
+        if n is not None or cells is not None:
+            raise typer.BadParameter("--n/--cells are for random layouts; drop them with --from-points")
+        path = syn.synthesize_from_points(from_points, out, cell_size=cell_size, seed=seed, steps=steps, size=size,
+                                          overwrite=overwrite, workers=workers, shard=_shard(shard))
+    elif n is not None and size is not None and cells is not None:
+        path = syn.synthesize_random(out, n, size, cells, cell_size=cell_size, seed=seed, overwrite=overwrite,
+                                     workers=workers, shard=_shard(shard))
+    else:
+        raise typer.BadParameter("give --from-points REALDIR, or --n N --size H W --cells LO HI")
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    n: Annotated[int, typer.Option(help="Number of images.")],
+    size: Annotated[tuple[int, int], typer.Option(help="Image H W.")],
+    cells: Annotated[tuple[int, int], typer.Option(help="Nuclei per image, LO HI.")],
+    seed: Seed = 0,
+    color: Annotated[str, typer.Option(help="gray, or dapi for a blue RGB rendering.")] = "gray",
+    shard: ShardOpt = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Real-like fluorescence images with exact points: the offline stand-in for real data."""
+    from instlib.data.simulate import simulate as run
+
+    try:
+        path = run(out, n, size, cells, seed=seed, color=color, overwrite=overwrite, shard=_shard(shard))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"wrote {path}")
+
+
 # ---------------------------------------------------------------- style
 
 

@@ -1,0 +1,136 @@
+"""Public datasets: download with checksums (pooch) and convert to the folder format.
+
+- ``idcia``: IDCIA, Immunocytochemistry Dataset for Cellular Image Analysis (figshare article
+  21970604): fluorescence images of rat adult hippocampal progenitor cells with one ``X,Y`` CSV
+  per image. Each file is verified against the MD5 that figshare publishes for it.
+- Cell-200 (the paper's Cell200-s baseline) has no stable public address; convert a local copy with
+  ``instlib data import`` (``--format dots`` for image + dot-annotation PNG pairs).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pooch
+
+from instlib.data.atomic import atomic_path
+from instlib.data.folder import IMAGES, POINTS, prepare_output, write_manifest
+from instlib.data.images import IMAGE_SUFFIXES, image_size, read_image
+from instlib.data.points import read_points, write_points
+from instlib.errors import DataError, InstlibError
+
+TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class FigshareDataset:
+    """A dataset published as one figshare article."""
+
+    name: str
+    article: int
+    page: str
+    citation: str
+
+
+DATASETS = {
+    "idcia": FigshareDataset(
+        name="IDCIA", article=21970604,
+        page="https://figshare.com/articles/dataset/21970604",
+        citation="Mohammed et al., IDCIA: Immunocytochemistry Dataset for Cellular Image Analysis, MMSys 2023"),
+}
+
+
+def _manual_hint(ds: FigshareDataset, dest: Path) -> str:
+    return (f"download {ds.name} by hand from {ds.page}, unpack it, then run "
+            f"'instlib data import UNPACKED_FOLDER --dest {dest}'")
+
+
+def _list_files(ds: FigshareDataset, dest: Path) -> list[dict]:
+    url = f"https://api.figshare.com/v2/articles/{ds.article}/files"
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
+            return json.load(resp)
+    except (urllib.error.URLError, TimeoutError, OSError, json.JSONDecodeError) as exc:
+        raise InstlibError(f"cannot reach figshare to fetch {ds.name} ({exc}); offline, "
+                           + _manual_hint(ds, dest)) from exc
+
+
+def fetch(dataset: str, dest: str | Path, cache: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Download ``dataset`` (see :data:`DATASETS`) into the cache and write it to ``dest`` in the folder format."""
+    if dataset not in DATASETS:
+        raise InstlibError(f"unknown dataset {dataset!r}; available: {', '.join(sorted(DATASETS))}")
+    ds, dest = DATASETS[dataset], Path(dest)
+    files = _list_files(ds, dest)
+    cache = Path(cache) if cache else Path(pooch.os_cache("instlib")) / dataset
+    for f in files:  # zips are unpacked beside themselves; import_folder then searches the whole cache
+        processor = pooch.Unzip() if f["name"].lower().endswith(".zip") else None
+        pooch.retrieve(f["download_url"], known_hash=f"md5:{f['computed_md5']}", fname=f["name"],
+                       path=cache, processor=processor, progressbar=True)
+    return import_folder(cache, dest, source=dataset, overwrite=overwrite)
+
+
+def _pair_by_stem(src: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    images, tables = {}, {}
+    for p in sorted(src.rglob("*")):
+        if not p.is_file() or any(part.startswith(".") or part == "__MACOSX" for part in p.relative_to(src).parts):
+            continue
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            images.setdefault(p.stem, p)
+        elif p.suffix.lower() == ".csv" and not p.name.startswith("manifest"):
+            tables.setdefault(p.stem, p)
+    return images, tables
+
+
+def import_folder(src: str | Path, dest: str | Path, source: str = "imported", fmt: str = "csv",
+                  overwrite: bool = False) -> Path:
+    """Convert images + annotations found anywhere under ``src`` to the folder format at ``dest``.
+
+    ``fmt="csv"``: each image pairs with the ``<same stem>.csv`` of ``X,Y`` points (IDCIA's layout).
+    ``fmt="dots"``: ``<id>cell.png`` pairs with ``<id>dots.png`` whose non-zero pixels mark the cells
+    (the layout of the VGG synthetic-cell images from which Cell-200 was made).
+    Images are copied byte for byte; points are validated and rewritten.
+    """
+    src, dest = Path(src), Path(dest)
+    if not src.is_dir():
+        raise DataError("no such folder", src)
+    images, tables = _pair_by_stem(src)
+    if fmt == "dots":
+        pairs = {s[: -len("cell")]: (p, images[s[: -len("cell")] + "dots"]) for s, p in images.items()
+                 if s.endswith("cell") and s[: -len("cell")] + "dots" in images}
+    elif fmt == "csv":
+        unpaired = sorted(set(images) ^ set(tables))
+        if unpaired:
+            first = unpaired[0]
+            what = f"image {images[first]} has no {first}.csv" if first in images else f"{tables[first]} has no image"
+            raise DataError(f"{len(unpaired)} unpaired files, e.g. {what}", src)
+        pairs = {s: (images[s], tables[s]) for s in images}
+    else:
+        raise InstlibError(f"unknown import format {fmt!r}; choose 'csv' or 'dots'")
+    if not pairs:
+        raise DataError(f"holds no image/annotation pairs in the '{fmt}' layout", src)
+    converted = {}
+    for name, (img_path, ann) in sorted(pairs.items()):  # validate everything before writing
+        shape = image_size(img_path)
+        read_image(img_path)
+        if fmt == "dots":
+            dots = read_image(ann).max(axis=-1)
+            rows, cols = np.nonzero(dots > 0)
+            converted[name] = np.stack([cols + 0.5, rows + 0.5], axis=1)
+        else:
+            converted[name] = read_points(ann, shape=shape)
+    out = prepare_output(dest, "import", {"src": str(src.resolve()), "format": fmt, "source": source}, overwrite)
+    rows = []
+    for name, pts in converted.items():
+        img_path = pairs[name][0]
+        with atomic_path(out / IMAGES / f"{name}{img_path.suffix.lower()}") as tmp:
+            shutil.copyfile(img_path, tmp)
+        write_points(out / POINTS / f"{name}.csv", pts)
+        rows.append({"name": name, "count": len(pts), "source": source, "seed": "", "original": str(img_path)})
+    write_manifest(out, rows)
+    return out
