@@ -30,7 +30,9 @@ def _decode(path: Path) -> np.ndarray:
             if len(tif.series) != 1 or len(tif.series[0].shape) > 3:
                 raise DataError(f"holds {len(tif.pages)} pages / shape {tif.series[0].shape}; "
                                 "expected one 2-D image (gray, RGB or RGBA)", path)
-            return tif.asarray()
+            arr, axes = tif.asarray(), tif.series[0].axes
+            # Channel-first microscopy TIFFs (axes 'CYX', 'SYX', ...) become channel-last.
+            return np.moveaxis(arr, 0, -1) if arr.ndim == 3 and axes[-1] != "S" and axes[0] in "CSQI" else arr
     with Image.open(path) as im:
         im.load()  # PIL decodes lazily: force it so truncated files fail here
         if im.mode in ("P", "LA", "PA", "CMYK", "YCbCr", "HSV"):
@@ -53,8 +55,6 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def _to_float_hwc(arr: np.ndarray, path: Path) -> np.ndarray:
-    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
-        arr = np.moveaxis(arr, 0, -1)  # channel-first TIFF
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 2, 3, 4):
@@ -84,10 +84,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             with tifffile.TiffFile(path) as tif:
-                shape = tif.series[0].shape
-                if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4):
-                    return int(shape[1]), int(shape[2])
-                return int(shape[0]), int(shape[1])
+                shape, axes = tif.series[0].shape, tif.series[0].axes
+                return (int(shape[-2]), int(shape[-1])) if axes[-1] == "X" else (int(shape[0]), int(shape[1]))
         with Image.open(path) as im:
             return im.height, im.width
     except (OSError, ValueError, SyntaxError, UnidentifiedImageError, tifffile.TiffFileError) as exc:
