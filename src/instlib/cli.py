@@ -146,6 +146,32 @@ def simulate(
 # ---------------------------------------------------------------- reproduce
 
 
+@app.command("reproduce")
+def reproduce_cmd(
+    profile: Annotated[str, typer.Option(help="smoke (CI, < 5 min), demo (laptop, < 20 min) or paper (GPU).")] = "demo",
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/PROFILE).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Run every notebook again, even unchanged ones.")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", metavar="KEY=VALUE", help="Override a profile field, e.g. --set diffusion_model=/models/sd14 "
+                                           "(repeatable; --show lists the fields).")] = None,
+    book: Annotated[bool, typer.Option("--book/--no-book", help="Build the Jupyter Book at the end.")] = True,
+    show: Annotated[bool, typer.Option("--show", help="Print the resolved profile and exit.")] = False,
+) -> None:
+    """Execute every notebook under a profile with papermill, then build the book (RUN/book/_build/html).
+
+    Notebooks whose inputs did not change since the last successful run are skipped; after a
+    failure the same command resumes from the notebook that failed.
+    """
+    from instlib.runs.profiles import get_profile, parse_overrides, resolve_models
+    from instlib.runs.reproduce import reproduce
+
+    overrides = parse_overrides(set_)
+    if show:
+        typer.echo(resolve_models(get_profile(profile, **overrides)).to_yaml(), nl=False)
+        return
+    reproduce(profile, out, force=force, overrides=overrides, book=book, echo=typer.echo)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -1,0 +1,178 @@
+"""What every notebook does first, and the small glue between a profile and the library calls.
+
+A notebook's setup cell is ``P, run = setup(profile, run_dir, **its_parameters)``: the profile with
+the notebook's parameters applied (``None`` = the profile's value), and the run folder layout.
+:func:`banner` shows the warnings a reader must see (random diffusion weights, simulated data);
+:func:`describe` says in one line which profile, data and models produced a number or figure.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from instlib.errors import InstlibError
+from instlib.runs.layout import RunLayout
+from instlib.runs.profiles import Profile, get_profile, resolve_models
+
+
+def setup(profile: str = "demo", run_dir: str | Path | None = None, **parameters: Any) -> tuple[Profile, RunLayout]:
+    """Resolve the profile (``None`` parameters keep the profile's value) and the run folder."""
+    prof = resolve_models(get_profile(profile, **parameters))
+    layout = RunLayout(Path(run_dir) if run_dir else Path("runs") / prof.name)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    try:
+        import matplotlib as mpl
+        import seaborn as sns
+
+        sns.set_theme(context="notebook", style="whitegrid")
+        mpl.rcParams.update({"figure.dpi": 90, "savefig.dpi": 110, "savefig.bbox": "tight",
+                             "image.interpolation": "nearest"})
+    except ImportError:  # pragma: no cover
+        pass
+    return prof, layout
+
+
+# ---------------------------------------------------------------- what produced the numbers
+
+
+def data_label(profile: Profile) -> str:
+    if profile.real_data == "simulate":
+        return (f"simulated fluorescence images (instlib simulator, {profile.n_real} images of "
+                f"{profile.image_size} px, {profile.cells[0]}-{profile.cells[1]} cells)")
+    if profile.real_data == "idcia":
+        return "IDCIA" + (f" (at most {profile.n_real} images)" if profile.n_real else "")
+    return f"the folder {profile.real_data}" + (f" (at most {profile.n_real} images)" if profile.n_real else "")
+
+
+def diffusion_label(profile: Profile) -> str:
+    m = profile.diffusion_model
+    if m == "tiny":
+        return "a tiny diffusion model with random weights"
+    if m == "sd14-random":
+        return "the Stable Diffusion v1.4 architecture with random weights"
+    enc = f" with image encoder {profile.image_encoder}" if profile.image_encoder else ""
+    return f"{m}{enc}"
+
+
+def counter_label(profile: Profile) -> str:
+    init = "ImageNet weights" if profile.count_pretrained else "random initialisation"
+    return f"{profile.count_model} ({init})"
+
+
+def describe(profile: Profile, *parts: str) -> str:
+    """One line: ``profile X; data: ...; diffusion: ...; counting: ...`` (``parts`` choose which)."""
+    parts = parts or ("data", "diffusion", "counting")
+    out = [f"profile **{profile.name}**"]
+    if "data" in parts:
+        out.append(f"data: {data_label(profile)}")
+    if "diffusion" in parts:
+        out.append(f"diffusion: {diffusion_label(profile)}")
+    if "counting" in parts:
+        out.append(f"counting: {counter_label(profile)}, seeds {', '.join(map(str, profile.seeds))}")
+    return "; ".join(out) + "."
+
+
+class Admonition:
+    """A warning box that renders in Jupyter, on Colab and in the book (HTML with Sphinx's classes)."""
+
+    def __init__(self, title: str, paragraphs: list[str], kind: str = "warning"):
+        self.title, self.paragraphs, self.kind = title, paragraphs, kind
+
+    def _repr_html_(self) -> str:
+        body = "".join(f"<p>{html.escape(p)}</p>" for p in self.paragraphs)
+        return (f'<div class="admonition {self.kind}"><p class="admonition-title">{html.escape(self.title)}</p>'
+                f"{body}</div>")
+
+    def _repr_markdown_(self) -> str:  # plain fallback (e.g. text front ends)
+        return f"**{self.title}**\n\n" + "\n\n".join(self.paragraphs)
+
+    def __repr__(self) -> str:
+        return f"{self.title}: " + " ".join(self.paragraphs)
+
+
+def banner(profile: Profile, *, about: tuple[str, ...] = ("diffusion", "data")) -> Admonition | None:
+    """The warnings this run's readers must see, or None when there is nothing to warn about."""
+    notes = []
+    if "diffusion" in about and profile.random_diffusion:
+        notes.append(f"The diffusion model of this run ({profile.diffusion_model}) has random weights, so the "
+                     "'InST' images below only show that the pipeline runs end to end: they have no scientific "
+                     "value, and neither do the counting results that use them.")
+    if "data" in about and profile.simulated_data:
+        notes.append("The 'real' images of this run come from the offline simulator (instlib.data.simulate), "
+                     "not from IDCIA: the numbers measure the pipeline on simulated data, not the paper's claims.")
+    if not notes:
+        return None
+    return Admonition(f"Profile {profile.name}: read with care", notes)
+
+
+# ---------------------------------------------------------------- data glue
+
+
+def prepare_real(profile: Profile, layout: RunLayout, *, overwrite: bool = False) -> Path:
+    """The run's real images in the folder format: simulated, IDCIA, or the user's folder.
+
+    With ``n_real > 0`` and more images than that, a subset spread evenly over the cell counts is
+    copied into ``RUN/data/real``; a user's folder is otherwise used where it is.
+    """
+    from instlib.data.folder import list_samples
+
+    if profile.real_data == "simulate":
+        from instlib.data.simulate import simulate
+
+        return simulate(layout.real, profile.n_real, (profile.image_size, profile.image_size), profile.cells,
+                        seed=profile.data_seed, color=profile.sim_color, overwrite=overwrite, progress=False)
+    if profile.real_data == "idcia":
+        full = layout.data / "idcia"
+        try:
+            list_samples(full)
+        except InstlibError:
+            from instlib.data.fetch import fetch
+
+            fetch("idcia", full, overwrite=overwrite)
+        source = full
+    else:
+        source = Path(profile.real_data).expanduser()
+        list_samples(source)  # raises a clear error for a missing or malformed folder
+    if not profile.n_real or len(list_samples(source)) <= profile.n_real:
+        return source
+    return subset(source, layout.real, profile.n_real, overwrite=overwrite)
+
+
+def subset(src: str | Path, dest: str | Path, n: int, *, overwrite: bool = False) -> Path:
+    """Copy ``n`` samples of ``src`` spread evenly over their sorted cell counts into ``dest``."""
+    from instlib.data.folder import IMAGES, POINTS, list_samples, prepare_output, write_manifest
+
+    samples = sorted(list_samples(src), key=lambda s: (s.count(), s.name))
+    pick = [samples[i] for i in np.unique(np.linspace(0, len(samples) - 1, n).round().astype(int))]
+    dest = prepare_output(dest, "subset", {"src": str(Path(src).resolve()), "n": n}, overwrite)
+    rows = []
+    for s in pick:
+        shutil.copyfile(s.image, dest / IMAGES / s.image.name)
+        shutil.copyfile(s.points, dest / POINTS / s.points.name)
+        rows.append({"name": s.name, "count": s.count(), "source": "subset", "seed": "", "original": str(s.image)})
+    write_manifest(dest, rows)
+    return dest
+
+
+def pick_names(folder: str | Path, k: int) -> list[str]:
+    """``k`` sample names spread over the folder's cell counts (low to high), for galleries."""
+    from instlib.data.folder import list_samples
+
+    samples = sorted(list_samples(folder), key=lambda s: (s.count(), s.name))
+    if not samples:
+        return []
+    idx = np.unique(np.linspace(0, len(samples) - 1, min(k, len(samples))).round().astype(int))
+    return [samples[i].name for i in idx]
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return path

@@ -1,0 +1,305 @@
+"""Run profiles: every setting a notebook needs, as data, for ``smoke``, ``demo`` and ``paper``.
+
+A :class:`Profile` is a frozen dataclass; :data:`PROFILES` holds the three defined in DESIGN.md:
+
+========  ==========================  ==========================================  =========================
+profile   where                       models                                      data
+========  ==========================  ==========================================  =========================
+smoke     CI, tests, any CPU          tiny random diffusion model, tiny backbone  simulator, 64 px
+demo      any laptop, offline         cached SD v1.4 if present, else tiny        simulator (or a folder)
+paper     GPU + internet (Colab)      SD v1.4, CLIP ViT-L/14, EfficientNet-B0     IDCIA
+========  ==========================  ==========================================  =========================
+
+Notebooks declare, in their ``parameters`` cell, the profile fields they use plus ``profile`` and
+``run_dir``; ``instlib reproduce`` passes them with papermill. Any field can be overridden
+(``instlib reproduce --set diffusion_model=/path/to/model``), which is how tests point the paper
+profile's hub ids at locally saved tiny models. Unknown profiles or fields raise
+:class:`~instlib.errors.InstlibError` listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import yaml
+
+from instlib.errors import InstlibError
+
+#: Model names :func:`instlib.style.load_components` builds with random weights (no scientific value).
+RANDOM_MODELS = ("tiny", "sd14-random")
+#: The diffusion model of the paper and the id the ``demo`` profile looks for in the local cache.
+SD14 = "CompVis/stable-diffusion-v1-4"
+CLIP_L14 = "openai/clip-vit-large-patch14"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything a run needs besides code. Field names are the notebooks' parameter names."""
+
+    name: str
+    description: str
+    budget: str
+    # -- data ---------------------------------------------------------------------------------
+    real_data: str = "simulate"
+    """``simulate`` (offline simulator), ``idcia`` (download with checksums) or a folder-format path."""
+    n_real: int = 24
+    """Simulator: images to make. IDCIA or a folder: at most this many, spread over the counts (0 = all)."""
+    image_size: int = 128
+    """Simulator canvas, square (pixels)."""
+    cells: tuple[int, int] = (5, 60)
+    """Simulator: cells per image, lowest and highest."""
+    sim_color: str = "dapi"
+    cell_size: int = 15
+    """Syn-HC cell size ``cs`` (semi-axes ~ U[0.4 cs, 0.6 cs))."""
+    gradual_steps: int = 5
+    """Images in the gradual-count series made from one real coordinate list."""
+    data_seed: int = 0
+    # -- style (InST) -------------------------------------------------------------------------
+    diffusion_model: str = "tiny"
+    """``tiny``, ``sd14-random`` (random weights), a hub id, a local folder, or ``auto``:
+    the cached SD v1.4 when present, else ``tiny``."""
+    image_encoder: str | None = None
+    """CLIP image encoder id or folder; None = the one that goes with ``diffusion_model``."""
+    density_categories: tuple[tuple[int, int], ...] = ((0, 1_000_000),)
+    """One style token per category of cell count ``[lo, hi)``."""
+    style_steps: int = 100
+    style_lr: float = 1e-4
+    style_resolution: int = 64
+    transfer_strength: float = 0.7
+    transfer_steps: int = 50
+    guidance: float = 10.0
+    strength_sweep: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
+    n_sweep: int = 2
+    """Images shown in the strength sweep and the ablation figures."""
+    style_seed: int = 42
+    # -- counting -----------------------------------------------------------------------------
+    count_model: str = "efficientnet_b0"
+    """timm model name."""
+    count_pretrained: bool = False
+    """ImageNet weights for ``count_model`` (downloaded through timm)."""
+    epochs: int = 2
+    """Pre-training epochs on the source."""
+    finetune_epochs: int = 2
+    count_lr: float = 1e-4
+    count_batch_size: int = 8
+    crop_size: int = 64
+    folds: int = 5
+    seeds: tuple[int, ...] = (42,)
+    mixes: tuple[str, ...] = ("none", "cutmix", "dacs")
+    """Mixing variants compared in notebook 05."""
+    cell200: str | None = None
+    """Cell200-s: a folder-format path, ``fetch`` to download it, or None to leave it out."""
+    # -- execution ----------------------------------------------------------------------------
+    device: str | None = None
+    """``cpu``, ``cuda``, ... ; None picks the GPU when there is one."""
+    workers: int = 1
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """The names users can set (everything but ``name``, ``description``, ``budget``, ``extra``)."""
+        return [f.name for f in fields(cls) if f.name not in _META]
+
+    def replace(self, **overrides: Any) -> "Profile":
+        """A copy with some fields changed; values are checked and converted to the field's type.
+
+        ``None`` values are ignored (so a notebook can pass every parameter it declares), strings
+        are parsed as YAML (so ``"false"``, ``"3"``, ``"[0.5, 0.7]"`` work from the command line).
+        """
+        known = set(self.field_names())
+        unknown = sorted(k for k in overrides if k not in known)
+        if unknown:
+            raise InstlibError(
+                f"unknown profile parameter(s) {', '.join(unknown)}; valid ones: {', '.join(sorted(known))}")
+        hints = typing.get_type_hints(Profile)
+        changes = {k: _coerce(k, v, hints[k]) for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **changes)
+
+    def parameters(self, names: list[str] | None = None) -> dict[str, Any]:
+        """Field values as papermill parameters (JSON-like: tuples become lists)."""
+        names = self.field_names() if names is None else names
+        return {n: _plain(getattr(self, n)) for n in names}
+
+    @property
+    def random_diffusion(self) -> bool:
+        """True when the diffusion model has random weights (its images carry no scientific value)."""
+        return self.diffusion_model in RANDOM_MODELS
+
+    @property
+    def simulated_data(self) -> bool:
+        return self.real_data == "simulate"
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump({"profile": self.name, **self.parameters()}, sort_keys=False)
+
+
+_META = {"name", "description", "budget", "extra"}
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Convert ``value`` to the type ``hint`` of field ``name`` or raise a clear error."""
+    if isinstance(value, str) and hint is not str and hint != (str | None):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass
+    try:
+        return _convert(value, hint)
+    except (TypeError, ValueError):
+        raise InstlibError(f"profile parameter {name}: {value!r} is not a valid {_type_name(hint)}") from None
+
+
+def _convert(value: Any, hint: Any) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a)
+            except (TypeError, ValueError):
+                continue
+        raise ValueError(value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise ValueError(value)
+        return tuple(_convert(v, a) for v, a in zip(value, args))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError(value)
+    if hint is int:
+        if isinstance(value, bool) or not float(value).is_integer():
+            raise TypeError(value)
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool):
+            raise TypeError(value)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise TypeError(value)
+        return str(value)
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise TypeError(value)
+        return value
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+SMOKE = Profile(
+    name="smoke",
+    description="CI and tests: tiny random models and tiny simulated images; checks that everything runs, "
+                "measures nothing.",
+    budget="the whole reproduction in under 5 minutes on 2 CPU cores, offline",
+    real_data="simulate", n_real=12, image_size=64, cells=(3, 30), cell_size=9, gradual_steps=4,
+    diffusion_model="tiny", image_encoder=None, density_categories=((0, 15), (15, 1_000_000)),
+    style_steps=20, style_resolution=64, transfer_strength=0.7, transfer_steps=10, guidance=10.0,
+    strength_sweep=(0.3, 0.7, 0.9), n_sweep=2,
+    count_model="test_efficientnet", count_pretrained=False, epochs=1, finetune_epochs=1,
+    count_batch_size=8, crop_size=48, folds=2, seeds=(42,), mixes=("none", "cutmix", "dacs"),
+    cell200=None, device="cpu",
+)
+
+DEMO = Profile(
+    name="demo",
+    description="A laptop, offline: the cached Stable Diffusion v1.4 when there is one (else a tiny random "
+                "model), simulated fluorescence images as the real domain, a small EfficientNet-B0 "
+                "grid. Shows the whole pipeline and its figures; its numbers are not the paper's.",
+    budget="under 20 minutes on 2 CPU cores, offline",
+    real_data="simulate", n_real=40, image_size=128, cells=(5, 80), cell_size=11, gradual_steps=6,
+    diffusion_model="auto", image_encoder=None, density_categories=((0, 30), (30, 1_000_000)),
+    style_steps=60, style_resolution=128, transfer_strength=0.7, transfer_steps=20, guidance=10.0,
+    strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=3,
+    count_model="efficientnet_b0", count_pretrained=False, epochs=2, finetune_epochs=2,
+    count_batch_size=8, crop_size=96, folds=5, seeds=(42,), mixes=("none", "cutmix", "dacs"),
+    cell200=None, device=None,
+)
+
+PAPER = Profile(
+    name="paper",
+    description="The paper's setting: Stable Diffusion v1.4 with the CLIP ViT-L/14 image encoder, ImageNet "
+                "EfficientNet-B0, IDCIA, 5-fold cross-validation. Needs a GPU and internet.",
+    budget="hours on one GPU",
+    real_data="idcia", n_real=0, image_size=800, cells=(1, 300), cell_size=15, gradual_steps=10,
+    diffusion_model=SD14, image_encoder=CLIP_L14,
+    density_categories=((0, 50), (50, 150), (150, 1_000_000)),
+    style_steps=1000, style_resolution=512, transfer_strength=0.7, transfer_steps=50, guidance=10.0,
+    strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=4,
+    count_model="efficientnet_b0", count_pretrained=True, epochs=100, finetune_epochs=100,
+    count_batch_size=8, crop_size=200, folds=5, seeds=(42,), mixes=("none", "cutmix", "dacs"),
+    cell200="fetch", device=None,
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, DEMO, PAPER)}
+
+
+def get_profile(name: str | Profile, **overrides: Any) -> Profile:
+    """The profile called ``name`` with ``overrides`` applied (``None`` values ignored)."""
+    if isinstance(name, Profile):
+        base = name
+    else:
+        try:
+            base = PROFILES[name]
+        except (KeyError, TypeError):
+            raise InstlibError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}") from None
+    return base.replace(**overrides)
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, str]:
+    """``["key=value", ...]`` (from ``--set``) into a dict; values stay strings for :meth:`Profile.replace`."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InstlibError(f"--set expects KEY=VALUE, got {item!r}; valid keys: {', '.join(Profile.field_names())}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def cached_sd14() -> str | None:
+    """The local folder of a cached Stable Diffusion v1.4 snapshot, without touching the network."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover
+        return None
+    needed = ["model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json"]
+    found = [try_to_load_from_cache(SD14, f) for f in needed]
+    if all(isinstance(p, str) for p in found):
+        from pathlib import Path
+
+        return str(Path(found[0]).parent)
+    return None
+
+
+def resolve_models(profile: Profile) -> Profile:
+    """Resolve ``diffusion_model="auto"``: the cached SD v1.4 when present, else ``tiny``."""
+    if profile.diffusion_model != "auto":
+        return profile
+    local = cached_sd14()
+    if local is None:
+        return dataclasses.replace(profile, diffusion_model="tiny")
+    return dataclasses.replace(profile, diffusion_model=SD14,
+                               image_encoder=profile.image_encoder or CLIP_L14)

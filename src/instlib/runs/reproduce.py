@@ -1,0 +1,292 @@
+"""``instlib reproduce``: execute the notebooks in order with papermill, then build the book.
+
+For each ``notebooks/NN_name.ipynb``:
+
+1. the parameters it declares (its ``parameters`` cell) are taken from the profile, plus
+   ``profile`` and ``run_dir``; a declared parameter the profile does not know is an error;
+2. a *stamp* (hash of the notebook's source, its parameters, the package's sources and the
+   stamps of the notebooks before it) is compared with the one saved by the last successful run:
+   equal stamps skip the notebook (unless ``force``);
+3. otherwise papermill executes it into ``RUN/notebooks/NN_name.ipynb``; a failure raises
+   :class:`~instlib.errors.InstlibError` naming the notebook, the failing cell and the error, and
+   leaves no stamp, so the next run resumes from that notebook.
+
+Then the book sources (``_config.yml``, ``_toc.yml``, ``book/``) and the executed notebooks are
+copied into ``RUN/book`` (same relative layout as the repository, so the same ``_toc.yml`` serves
+both) and built with ``jupyter-book build -W -n --keep-going`` (warnings are errors; notebooks are
+not executed again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from instlib.errors import InstlibError
+from instlib.runs import provenance
+from instlib.runs.layout import RunLayout
+from instlib.runs.profiles import Profile, get_profile, resolve_models
+
+#: Parameters every notebook may declare besides the profile's fields.
+RUN_PARAMETERS = ("profile", "run_dir")
+BOOK_FILES = ("_config.yml", "_toc.yml")
+BOOK_DIR = "book"
+NOTEBOOK_DIR = "notebooks"
+
+
+@dataclass(frozen=True)
+class NotebookResult:
+    name: str
+    status: str  # "ran" or "skipped"
+    seconds: float
+    path: Path
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The folder with ``notebooks/`` and ``_config.yml``: the current folder or one above it,
+    else the checkout the package was installed from (editable installs)."""
+    candidates: list[Path] = []
+    here = (start or Path.cwd()).resolve()
+    candidates += [here, *here.parents]
+    candidates.append(provenance.source_root().parent.parent)  # src/instlib -> repository root
+    for c in candidates:
+        if (c / NOTEBOOK_DIR).is_dir() and (c / "_config.yml").is_file():
+            return c
+    raise InstlibError("cannot find the project's notebooks/ and _config.yml; run from a clone of the "
+                       "repository or pass --project")
+
+
+def list_notebooks(folder: Path) -> list[Path]:
+    """``NN_*.ipynb`` in order."""
+    nbs = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
+    if not nbs:
+        raise InstlibError("holds no notebooks named NN_name.ipynb", folder)
+    return nbs
+
+
+def declared_parameters(notebook: Path) -> list[str]:
+    """Names assigned in the notebook's ``parameters`` cell (papermill's own parser)."""
+    import papermill
+
+    try:
+        params = papermill.inspect_notebook(str(notebook))
+    except Exception as exc:  # noqa: BLE001 - papermill raises several types for bad notebooks
+        raise InstlibError(f"cannot read its parameters: {exc}", notebook) from exc
+    if not params:
+        raise InstlibError("has no cell tagged 'parameters'", notebook)
+    return list(params)
+
+
+def notebook_parameters(notebook: Path, profile: Profile, run_dir: Path) -> dict[str, Any]:
+    """The papermill parameters for ``notebook``: exactly those it declares."""
+    names = declared_parameters(notebook)
+    valid = set(profile.field_names()) | set(RUN_PARAMETERS)
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise InstlibError(
+            f"declares parameter(s) {', '.join(unknown)} that no profile defines; valid parameters: "
+            f"{', '.join(sorted(valid))}", notebook)
+    base = {"profile": profile.name, "run_dir": str(run_dir)}
+    fields = [n for n in names if n not in RUN_PARAMETERS]
+    return {**{n: base[n] for n in names if n in base}, **profile.parameters(fields)}
+
+
+def _source_digest(notebook: Path) -> str:
+    nb = json.loads(notebook.read_text())
+    cells = [(c.get("cell_type"), "".join(c.get("source", "")), sorted(c.get("metadata", {}).get("tags", [])))
+             for c in nb.get("cells", [])]
+    return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
+
+
+def _data_fingerprint(profile: Profile) -> str:
+    """For a user's folder: names, sizes and mtimes of its files (cheap, catches changes)."""
+    p = Path(profile.real_data)
+    if profile.real_data in ("simulate", "idcia") or not p.is_dir():
+        return profile.real_data
+    h = hashlib.sha256()
+    for f in sorted(p.rglob("*")):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def stamp_for(notebook: Path, params: dict[str, Any], previous: str, source_sha: str, data: str) -> str:
+    payload = {"notebook": _source_digest(notebook), "parameters": params, "previous": previous,
+               "package": source_sha, "data": data}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _kernel_env(**env: str) -> Iterator[None]:
+    """Environment for the kernels papermill starts (library progress bars off: the book shows outputs)."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _failure(name: str, exc: Exception, out: Path) -> InstlibError:
+    import papermill.exceptions as pe
+
+    if isinstance(exc, pe.PapermillExecutionError):
+        src = (exc.source or "").strip().splitlines()
+        first = src[0] if src else ""
+        where = f"cell {exc.cell_index}" + (f" (execution count {exc.exec_count})" if exc.exec_count else "")
+        msg = (f"notebook {name} failed in {where}: {exc.ename}: {exc.evalue}\n"
+               f"  cell starts with: {first[:120]}\n"
+               f"  full traceback in the executed notebook: {out}\n"
+               f"  fix the problem and run the same command again: it resumes from {name}")
+    else:
+        msg = (f"notebook {name} failed: {type(exc).__name__}: {exc}\n"
+               f"  partial output: {out}\n"
+               f"  run the same command again to resume from {name}")
+    return InstlibError(msg)
+
+
+def execute_notebooks(profile: Profile, run_dir: str | Path, *, notebooks: list[Path], force: bool = False,
+                      echo: Callable[[str], None] = print, progress: bool = True,
+                      kernel_name: str = "python3", cwd: Path | None = None) -> list[NotebookResult]:
+    """Run ``notebooks`` in order into ``RUN/notebooks``; skip those whose stamp is unchanged."""
+    import papermill
+
+    layout = RunLayout(Path(run_dir))
+    layout.notebooks.mkdir(parents=True, exist_ok=True)
+    layout.stamps.mkdir(parents=True, exist_ok=True)
+    source_sha = provenance.source_hash()
+    data = _data_fingerprint(profile)
+    # Check every notebook's parameters before running anything.
+    plans = [(nb, notebook_parameters(nb, profile, layout.root.resolve())) for nb in notebooks]
+    results: list[NotebookResult] = []
+    previous = ""
+    total = len(plans)
+    for i, (nb, params) in enumerate(plans, 1):
+        name = nb.stem
+        out = layout.notebooks / nb.name
+        stamp_file = layout.stamps / f"{name}.json"
+        stamp = stamp_for(nb, params, previous, source_sha, data)
+        saved = _read_json(stamp_file).get("stamp")
+        if not force and saved == stamp and out.is_file():
+            echo(f"[{i}/{total}] {name}: unchanged, skipped (use --force to run it again)")
+            results.append(NotebookResult(name, "skipped", 0.0, out))
+            previous = stamp
+            continue
+        stamp_file.unlink(missing_ok=True)
+        echo(f"[{i}/{total}] {name}: running")
+        t0 = time.perf_counter()
+        bar: bool | dict = {"desc": f"  {name}", "leave": False} if progress else False
+        try:
+            with _kernel_env(TQDM_DISABLE="1", MPLBACKEND="module://matplotlib_inline.backend_inline",
+                             PYTHONWARNINGS="ignore"):
+                papermill.execute_notebook(str(nb), str(out), parameters=params, kernel_name=kernel_name,
+                                           progress_bar=bar, cwd=str(cwd or nb.parent), log_output=False)
+        except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
+            raise _failure(name, exc, out) from exc
+        dt = time.perf_counter() - t0
+        stamp_file.write_text(json.dumps({"stamp": stamp, "seconds": round(dt, 1), "parameters": params},
+                                         indent=2) + "\n")
+        echo(f"[{i}/{total}] {name}: done in {dt:.0f} s")
+        results.append(NotebookResult(name, "ran", dt, out))
+        previous = stamp
+    return results
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def stage_book(project: Path, layout: RunLayout, profile: Profile) -> Path:
+    """Copy the book sources and the executed notebooks into ``RUN/book`` (repository layout)."""
+    dest = layout.book
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in BOOK_FILES:
+        src = project / f
+        if not src.is_file():
+            raise InstlibError("is missing; the book cannot be built", src)
+        shutil.copy2(src, dest / f)
+    if (dest / BOOK_DIR).exists():
+        shutil.rmtree(dest / BOOK_DIR)
+    shutil.copytree(project / BOOK_DIR, dest / BOOK_DIR, ignore=shutil.ignore_patterns("_build", "*.pyc", "__pycache__"))
+    nb_dest = dest / NOTEBOOK_DIR
+    nb_dest.mkdir(exist_ok=True)
+    for stale in nb_dest.glob("*.ipynb"):
+        stale.unlink()
+    for nb in sorted(layout.notebooks.glob("*.ipynb")):
+        shutil.copy2(nb, nb_dest / nb.name)
+    # Say in the title which profile produced this copy of the book.
+    cfg_path = dest / "_config.yml"
+    cfg = yaml.safe_load(cfg_path.read_text()) or {}
+    cfg["title"] = f"{cfg.get('title', 'InST-Microscopy')} (run: profile {profile.name})"
+    cfg.setdefault("execute", {})["execute_notebooks"] = "off"
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return dest
+
+
+def build_book(book_dir: Path, *, echo: Callable[[str], None] = print, strict: bool = True) -> Path:
+    """``jupyter-book build`` with warnings as errors; returns ``_build/html/index.html``."""
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(book_dir),
+           "--builder", "html"]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    echo(f"building the book in {book_dir} ...")
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    log = book_dir / "_build" / "build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(proc.stdout + "\n" + proc.stderr)
+    index = book_dir / "_build" / "html" / "index.html"
+    if proc.returncode != 0 or not index.is_file():
+        problems = [ln for ln in (proc.stdout + proc.stderr).splitlines()
+                    if "WARNING" in ln or "ERROR" in ln or "Error" in ln]
+        shown = "\n  ".join(problems[:15]) or (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise InstlibError(f"the book did not build (exit {proc.returncode}):\n  {shown}\n  full log: {log}")
+    echo(f"book built in {time.perf_counter() - t0:.0f} s")
+    return index
+
+
+def reproduce(profile: str | Profile = "demo", out: str | Path | None = None, *, force: bool = False,
+              overrides: dict[str, Any] | None = None, book: bool = True, project: Path | None = None,
+              echo: Callable[[str], None] = print, progress: bool = True) -> Path:
+    """Run every notebook under ``profile`` into ``out`` and build the book; returns ``index.html``
+    (or the run folder when ``book`` is False)."""
+    prof = resolve_models(get_profile(profile, **(overrides or {})))
+    root = Path(project) if project is not None else project_root()
+    layout = RunLayout(Path(out) if out is not None else Path("runs") / prof.name)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    notebooks = list_notebooks(root / NOTEBOOK_DIR)
+    if prof.diffusion_model != get_profile(profile, **(overrides or {})).diffusion_model:
+        echo(f"diffusion model 'auto' resolved to {prof.diffusion_model}")
+    layout.profile_yaml.write_text(prof.to_yaml())
+    provenance.write(layout.provenance, provenance.collect(prof, {"run_dir": str(layout.root.resolve())}))
+    echo(f"profile {prof.name} ({prof.budget}); run folder {layout.root}")
+    t0 = time.perf_counter()
+    execute_notebooks(prof, layout.root, notebooks=notebooks, force=force, echo=echo, progress=progress,
+                      cwd=layout.root.resolve())
+    if not book:
+        echo(f"notebooks done in {time.perf_counter() - t0:.0f} s; executed notebooks in {layout.notebooks}")
+        return layout.root
+    index = build_book(stage_book(root, layout, prof), echo=echo)
+    echo(f"done in {time.perf_counter() - t0:.0f} s. Open the book:")
+    echo(str(index.resolve()))
+    return index
