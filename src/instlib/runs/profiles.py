@@ -150,7 +150,9 @@ def _plain(v: Any) -> Any:
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
     """Convert ``value`` to the type ``hint`` of field ``name`` or raise a clear error."""
-    if isinstance(value, str) and hint is not str and hint != (str | None):
+    if isinstance(value, str) and hint == (str | None):
+        return None if value.strip().lower() in ("null", "none", "~", "") else value
+    if isinstance(value, str) and hint is not str:
         try:
             value = yaml.safe_load(value)
         except yaml.YAMLError:

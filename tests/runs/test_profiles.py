@@ -1,0 +1,95 @@
+"""Profiles: the registry, overrides, clear errors for unknown names."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from instlib.cli import app
+from instlib.errors import InstlibError
+from instlib.runs import profiles as prof
+from instlib.runs.profiles import PROFILES, Profile, get_profile, parse_overrides, resolve_models
+
+
+def test_registry_has_the_three_profiles_of_the_design():
+    assert list(PROFILES) == ["smoke", "demo", "paper"]
+    assert PROFILES["smoke"].random_diffusion and PROFILES["smoke"].simulated_data
+    assert PROFILES["demo"].diffusion_model == "auto"
+    paper = PROFILES["paper"]
+    assert paper.diffusion_model == "CompVis/stable-diffusion-v1-4"
+    assert paper.image_encoder == "openai/clip-vit-large-patch14"
+    assert (paper.count_model, paper.count_pretrained) == ("efficientnet_b0", True)
+    assert paper.real_data == "idcia" and paper.folds == 5 and paper.transfer_strength == 0.7
+    assert paper.style_resolution == 512 and paper.transfer_steps == 50 and paper.guidance == 10.0
+
+
+def test_unknown_profile_lists_the_valid_ones():
+    with pytest.raises(InstlibError, match="unknown profile 'fast'; valid profiles: smoke, demo, paper"):
+        get_profile("fast")
+
+
+def test_unknown_parameter_lists_the_valid_ones():
+    with pytest.raises(InstlibError) as info:
+        get_profile("smoke", n_images=3)
+    msg = str(info.value)
+    assert "n_images" in msg and "valid ones:" in msg
+    for name in ("n_real", "diffusion_model", "epochs", "folds"):
+        assert name in msg
+
+
+def test_overrides_are_converted_to_the_field_types():
+    p = get_profile("smoke", epochs="3", count_pretrained="true", strength_sweep="[0.5, 0.8]",
+                    seeds=[1, 2], cells="[2, 9]", style_lr="1e-3", image_encoder="null", cell200=None)
+    assert p.epochs == 3 and p.count_pretrained is True and p.strength_sweep == (0.5, 0.8)
+    assert p.seeds == (1, 2) and p.cells == (2, 9) and p.style_lr == 1e-3 and p.image_encoder is None
+    assert get_profile("smoke", epochs=None).epochs == PROFILES["smoke"].epochs  # None keeps the value
+
+
+@pytest.mark.parametrize("field, value", [("epochs", "many"), ("epochs", 1.5), ("count_pretrained", "maybe"),
+                                          ("cells", "[1, 2, 3]"), ("strength_sweep", "{a: 1}")])
+def test_bad_values_name_the_field_and_type(field, value):
+    with pytest.raises(InstlibError, match=f"profile parameter {field}"):
+        get_profile("smoke", **{field: value})
+
+
+def test_string_fields_keep_strings():
+    p = get_profile("paper", diffusion_model="/models/tiny-sd", real_data="/data/idcia")
+    assert p.diffusion_model == "/models/tiny-sd" and p.real_data == "/data/idcia"
+
+
+def test_parameters_are_json_like():
+    params = PROFILES["paper"].parameters()
+    json.dumps(params)
+    assert params["density_categories"][0] == [0, 50]
+    assert set(params) == set(Profile.field_names())
+    assert PROFILES["smoke"].parameters(["epochs", "seeds"]) == {"epochs": 1, "seeds": [42]}
+
+
+def test_parse_overrides():
+    assert parse_overrides(["a=1", " b = x=y "]) == {"a": "1", "b": "x=y"}
+    with pytest.raises(InstlibError, match="KEY=VALUE"):
+        parse_overrides(["novalue"])
+
+
+def test_auto_model_falls_back_to_tiny_without_a_cached_sd14(monkeypatch):
+    monkeypatch.setattr(prof, "cached_sd14", lambda: None)
+    assert resolve_models(PROFILES["demo"]).diffusion_model == "tiny"
+    assert resolve_models(PROFILES["demo"]).random_diffusion
+    monkeypatch.setattr(prof, "cached_sd14", lambda: "/cache/sd14")
+    demo = resolve_models(PROFILES["demo"])
+    assert demo.diffusion_model == prof.SD14 and demo.image_encoder == prof.CLIP_L14
+    assert not demo.random_diffusion
+    assert resolve_models(PROFILES["paper"]) == PROFILES["paper"]
+
+
+def test_cli_show_and_errors():
+    runner = CliRunner()
+    res = runner.invoke(app, ["reproduce", "--profile", "smoke", "--set", "epochs=4", "--show"])
+    assert res.exit_code == 0, res.output
+    assert "profile: smoke" in res.output and "epochs: 4" in res.output
+    res = runner.invoke(app, ["reproduce", "--profile", "nope", "--show"])
+    assert res.exit_code != 0 and "valid profiles: smoke, demo, paper" in str(res.exception)
+    res = runner.invoke(app, ["reproduce", "--profile", "smoke", "--set", "bogus=1", "--show"])
+    assert res.exit_code != 0 and "bogus" in str(res.exception) and "valid ones" in str(res.exception)
