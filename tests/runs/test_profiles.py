@@ -62,7 +62,7 @@ def test_string_fields_keep_strings():
 def test_parameters_are_json_like():
     params = PROFILES["paper"].parameters()
     json.dumps(params)
-    assert params["density_categories"][0] == [0, 50]
+    assert params["density_categories"][0] == [0, 49]
     assert set(params) == set(Profile.field_names())
     assert PROFILES["smoke"].parameters(["epochs", "seeds"]) == {"epochs": 1, "seeds": [42]}
 

@@ -27,6 +27,11 @@ def save(fig, path: str | Path):
     return fig
 
 
+def cells(n: int) -> str:
+    """``"1 cell"``, ``"7 cells"``."""
+    return f"{n} cell" if n == 1 else f"{n} cells"
+
+
 def find_image(folder: str | Path, name: str) -> Path:
     from instlib.data.images import IMAGE_SUFFIXES
 
@@ -94,7 +99,7 @@ def gallery(folders: Mapping[str, str | Path], names: Sequence[str], *, points: 
         row = []
         for name in names:
             img, pts = load(folder, name)
-            row.append((img, pts if points else None, f"{name}\n{len(pts)} cells"))
+            row.append((img, pts if points else None, f"{name}\n{cells(len(pts))}"))
         rows.append(row)
     return image_grid(rows, list(folders), size=size, stretch=stretch, title=title)
 
@@ -106,7 +111,7 @@ def series(folder: str | Path, groups: Mapping[str, Sequence[str]], *, size: flo
         row = []
         for name in names:
             img, pts = load(folder, name)
-            row.append((img, None, f"{len(pts)} cells"))
+            row.append((img, None, cells(len(pts))))
         rows.append(row)
     return image_grid(rows, list(groups), size=size, title=title)
 
@@ -184,21 +189,29 @@ def pred_scatter(preds: pd.DataFrame, *, by: str = "source", title: str | None =
 
 
 def fidelity_plot(df: pd.DataFrame, *, x: str = "strength", title: str | None = None):
-    """Label fidelity against transfer strength: mean recall and spurious rate with their spread."""
+    """Label fidelity against transfer strength: recall of labelled cells and spurious blobs per image.
+
+    ``df`` holds transfer-manifest rows (``fidelity_recall``, ``fidelity_spurious`` and, when present,
+    ``content_recall``, the same measure on the unstyled content) with an ``x`` column.
+    """
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    agg = df.groupby(x).agg(recall=("fidelity_recall", "mean"), recall_sd=("fidelity_recall", "std"),
-                            spurious=("fidelity_spurious", "mean"), spurious_sd=("fidelity_spurious", "std"))
-    agg = agg.fillna({"recall_sd": 0, "spurious_sd": 0})
-    ax.errorbar(agg.index, agg["recall"], yerr=agg["recall_sd"], marker="o", capsize=3,
-                label="recall (labelled cells still visible)")
-    ax.errorbar(agg.index, agg["spurious"], yerr=agg["spurious_sd"], marker="s", capsize=3,
-                label="spurious (blobs without a label)")
-    ax.set_xlabel("transfer strength")
-    ax.set_ylabel("rate")
-    ax.set_ylim(-0.05, 1.05)
-    ax.legend(fontsize=8)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3.2))
+    g = df.groupby(x)
+    rec, spu = g["fidelity_recall"], g["fidelity_spurious"]
+    ax1.errorbar(rec.mean().index, rec.mean(), yerr=rec.std().fillna(0), marker="o", capsize=3, label="styled")
+    if "content_recall" in df:
+        ax1.axhline(float(df["content_recall"].mean()), color="0.4", ls="--", lw=1, label="Syn-HC content")
+    ax1.set_xlabel("transfer strength")
+    ax1.set_ylabel("recall of labelled cells")
+    ax1.set_ylim(-0.05, 1.05)
+    ax1.legend(fontsize=8)
+    ax2.errorbar(spu.mean().index, spu.mean(), yerr=spu.std().fillna(0), marker="s", capsize=3, color="C3")
+    if "content_spurious" in df:
+        ax2.axhline(float(df["content_spurious"].mean()), color="0.4", ls="--", lw=1)
+    ax2.set_xlabel("transfer strength")
+    ax2.set_ylabel("unlabelled blobs per image")
+    ax2.set_ylim(bottom=0)
     if title:
-        ax.set_title(title, fontsize=10)
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -111,15 +111,50 @@ def banner(profile: Profile, *, about: tuple[str, ...] = ("diffusion", "data")) 
     return Admonition(f"Profile {profile.name}: read with care", notes)
 
 
+def header(profile: Profile, *parts: str, about: tuple[str, ...] = ("diffusion", "data")) -> None:
+    """Display the banner (when there is something to warn about) and the one-line description."""
+    from IPython.display import Markdown, display
+
+    box = banner(profile, about=about)
+    if box is not None:
+        display(box)
+    display(Markdown("This page: " + describe(profile, *parts)))
+
+
 # ---------------------------------------------------------------- data glue
+
+
+REAL_POINTER = "real_dir.txt"
 
 
 def prepare_real(profile: Profile, layout: RunLayout, *, overwrite: bool = False) -> Path:
     """The run's real images in the folder format: simulated, IDCIA, or the user's folder.
 
     With ``n_real > 0`` and more images than that, a subset spread evenly over the cell counts is
-    copied into ``RUN/data/real``; a user's folder is otherwise used where it is.
+    copied into ``RUN/data/real``; a user's folder is otherwise used where it is. The chosen folder
+    is recorded in ``RUN/data/real_dir.txt`` for the later notebooks (:func:`real_folder`).
     """
+    path = Path(_prepare_real(profile, layout, overwrite=overwrite)).resolve()
+    layout.data.mkdir(parents=True, exist_ok=True)
+    (layout.data / REAL_POINTER).write_text(f"{path}\n{profile.real_data}\n")
+    return path
+
+
+def real_folder(profile: Profile, layout: RunLayout) -> Path:
+    """The real folder notebook 01 prepared for this run (raises if it has not run)."""
+    pointer = layout.data / REAL_POINTER
+    try:
+        path, source = pointer.read_text().splitlines()[:2]
+    except (OSError, ValueError):
+        raise InstlibError("has no real data yet: run notebook 01_synthesize first with the same run_dir",
+                           layout.root) from None
+    if source != profile.real_data:
+        raise InstlibError(f"holds real data from '{source}', but this notebook's profile says "
+                           f"real_data='{profile.real_data}': run notebook 01_synthesize again", layout.root)
+    return Path(path)
+
+
+def _prepare_real(profile: Profile, layout: RunLayout, *, overwrite: bool = False) -> Path:
     from instlib.data.folder import list_samples
 
     if profile.real_data == "simulate":

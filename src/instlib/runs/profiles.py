@@ -63,8 +63,8 @@ class Profile:
     the cached SD v1.4 when present, else ``tiny``."""
     image_encoder: str | None = None
     """CLIP image encoder id or folder; None = the one that goes with ``diffusion_model``."""
-    density_categories: tuple[tuple[int, int], ...] = ((0, 1_000_000),)
-    """One style token per category of cell count ``[lo, hi)``."""
+    density_categories: tuple[tuple[int, int], ...] = ((0, 100_000),)
+    """One style token per category of cell counts ``lo <= count <= hi`` (categories without real images are skipped)."""
     style_steps: int = 100
     style_lr: float = 1e-4
     style_resolution: int = 64
@@ -217,7 +217,7 @@ SMOKE = Profile(
                 "measures nothing.",
     budget="the whole reproduction in under 5 minutes on 2 CPU cores, offline",
     real_data="simulate", n_real=12, image_size=64, cells=(3, 30), cell_size=9, gradual_steps=4,
-    diffusion_model="tiny", image_encoder=None, density_categories=((0, 15), (15, 1_000_000)),
+    diffusion_model="tiny", image_encoder=None, density_categories=((0, 14), (15, 100_000)),
     style_steps=20, style_resolution=64, transfer_strength=0.7, transfer_steps=10, guidance=10.0,
     strength_sweep=(0.3, 0.7, 0.9), n_sweep=2,
     count_model="test_efficientnet", count_pretrained=False, epochs=1, finetune_epochs=1,
@@ -232,7 +232,7 @@ DEMO = Profile(
                 "grid. Shows the whole pipeline and its figures; its numbers are not the paper's.",
     budget="under 20 minutes on 2 CPU cores, offline",
     real_data="simulate", n_real=40, image_size=128, cells=(5, 80), cell_size=11, gradual_steps=6,
-    diffusion_model="auto", image_encoder=None, density_categories=((0, 30), (30, 1_000_000)),
+    diffusion_model="auto", image_encoder=None, density_categories=((0, 29), (30, 100_000)),
     style_steps=60, style_resolution=128, transfer_strength=0.7, transfer_steps=20, guidance=10.0,
     strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=3,
     count_model="efficientnet_b0", count_pretrained=False, epochs=2, finetune_epochs=2,
@@ -247,7 +247,7 @@ PAPER = Profile(
     budget="hours on one GPU",
     real_data="idcia", n_real=0, image_size=800, cells=(1, 300), cell_size=15, gradual_steps=10,
     diffusion_model=SD14, image_encoder=CLIP_L14,
-    density_categories=((0, 50), (50, 150), (150, 1_000_000)),
+    density_categories=((0, 49), (50, 149), (150, 100_000)),
     style_steps=1000, style_resolution=512, transfer_strength=0.7, transfer_steps=50, guidance=10.0,
     strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=4,
     count_model="efficientnet_b0", count_pretrained=True, epochs=100, finetune_epochs=100,

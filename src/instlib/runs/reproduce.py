@@ -98,6 +98,10 @@ def notebook_parameters(notebook: Path, profile: Profile, run_dir: Path) -> dict
         raise InstlibError(
             f"declares parameter(s) {', '.join(unknown)} that no profile defines; valid parameters: "
             f"{', '.join(sorted(valid))}", notebook)
+    missing = [n for n in RUN_PARAMETERS if n not in names]
+    if missing:
+        raise InstlibError(f"its parameters cell does not declare {', '.join(missing)} (found: {', '.join(names)}); "
+                           "every notebook takes profile and run_dir", notebook)
     base = {"profile": profile.name, "run_dir": str(run_dir)}
     fields = [n for n in names if n not in RUN_PARAMETERS]
     return {**{n: base[n] for n in names if n in base}, **profile.parameters(fields)}
