@@ -139,6 +139,109 @@ def simulate(
 
 # ---------------------------------------------------------------- style
 
+ModelOpt = Annotated[str, typer.Option(help="Hub id, local diffusers folder, 'tiny' (offline tests) or 'sd14-random'.")]
+ImageEncoderOpt = Annotated[Optional[str], typer.Option(help="CLIP image encoder: hub id or folder "
+                                                               "(default: the model's image_encoder/ or CLIP ViT-L/14).")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ... (default: the GPU if any).")]
+
+
+def _components(model: str, image_encoder: str | None, device: str | None):
+    from instlib.style import load_components
+
+    return load_components(model, image_encoder=image_encoder, device=device)
+
+
+@style_app.command("train")
+def style_train(
+    style: Annotated[Path, typer.Option(help="Style folder (folder format, or a folder of images).")],
+    out: Annotated[Path, typer.Option(help="Token file to write, e.g. token.safetensors.")],
+    steps: Annotated[int, typer.Option(help="Optimiser steps (the paper's tokens: about 1000).")],
+    model: ModelOpt = "CompVis/stable-diffusion-v1-4",
+    image_encoder: ImageEncoderOpt = None,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
+    batch_size: Annotated[int, typer.Option(help="Images per step (per process).")] = 1,
+    resolution: Annotated[int, typer.Option(help="Square training size in pixels.")] = 512,
+    seed: Seed = 0,
+    category: Annotated[Optional[tuple[int, int]], typer.Option(help="Train on style images with LO..HI cells only.")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every K steps.")] = 500,
+    device: DeviceOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start afresh instead of resuming.")] = False,
+) -> None:
+    """Train a style token (rerun the same command to resume; works under 'accelerate launch')."""
+    from instlib.style import train_style_token
+
+    path = train_style_token(style, out, _components(model, image_encoder, device), steps=steps, lr=lr,
+                             batch_size=batch_size, resolution=resolution, seed=seed, category=category,
+                             checkpoint_every=checkpoint_every, overwrite=overwrite)
+    typer.echo(f"wrote {path}")
+
+
+@style_app.command("transfer")
+def style_transfer(
+    content: Annotated[Path, typer.Option(help="Content folder (folder format, e.g. Syn-HC).")],
+    style: Annotated[Path, typer.Option(help="Style folder (paired by file name) or one style image for all.")],
+    token: Annotated[Path, typer.Option(help="Token file, or a folder of category tokens.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    model: ModelOpt = "CompVis/stable-diffusion-v1-4",
+    image_encoder: ImageEncoderOpt = None,
+    strength: Annotated[float, typer.Option(help="Share of the diffusion run; more = more style, less structure.")] = 0.7,
+    steps: Annotated[int, typer.Option(help="DDIM grid size (strength x steps are run).")] = 50,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 10.0,
+    adain: Annotated[bool, typer.Option("--adain/--no-adain", help="Latent AdaIN of content to style.")] = True,
+    inversion: Annotated[str, typer.Option(help="stochastic (UNet-predicted noise) or noise (plain img2img).")] = "stochastic",
+    reference_timesteps: Annotated[bool, typer.Option("--reference-timesteps", help="Encode at int(strength x 1000) "
+                                                      "but decode from the DDIM grid, as the reference.")] = False,
+    resolution: Annotated[int, typer.Option(help="Square size the networks see; outputs keep the content's size.")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Images per batch (results do not depend on it).")] = 1,
+    seed: Seed = 42,
+    shard: ShardOpt = None,
+    device: DeviceOpt = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Style content images with their paired real images; labels copied, fidelity measured (resumable)."""
+    from instlib.style import transfer_folder
+
+    path = transfer_folder(content, style, token, out, _components(model, image_encoder, device), strength=strength,
+                           steps=steps, guidance=guidance, adain=adain, inversion=inversion,
+                           reference_timesteps=reference_timesteps, batch_size=batch_size, seed=seed,
+                           resolution=resolution, shard=_shard(shard), overwrite=overwrite)
+    typer.echo(f"wrote {path}")
+
+
+@style_app.command("filter")
+def style_filter(
+    folder: Annotated[Path, typer.Argument(help="A folder written by 'instlib style transfer'.")],
+    out: Annotated[Path, typer.Option(help="Folder for the images that pass.")],
+    min_fidelity: Annotated[float, typer.Option(help="Keep images whose fidelity recall is at least this.")],
+    max_spurious: Annotated[Optional[int], typer.Option(help="Also drop images with more spurious blobs.")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Copy the styled images whose labels still fit (fidelity recall >= threshold) into a new folder."""
+    from instlib.data.folder import read_manifest
+    from instlib.style import filter_by_fidelity
+
+    path = filter_by_fidelity(folder, min_fidelity, out, max_spurious=max_spurious, overwrite=overwrite)
+    typer.echo(f"kept {len(read_manifest(path))} of {len(read_manifest(folder))} images in {path}")
+
+
+@style_app.command("fidelity")
+def style_fidelity(
+    folder: Annotated[Path, typer.Argument(help="Any folder in the folder format.")],
+    csv: Annotated[Optional[Path], typer.Option(help="Also write the per-image table here.")] = None,
+) -> None:
+    """Measure label fidelity (blob recall at the points, spurious blobs) of every image of a folder."""
+    import pandas as pd
+
+    from instlib.data.atomic import atomic_open
+    from instlib.style import measure_folder
+
+    table = pd.DataFrame(measure_folder(folder))
+    if csv is not None:
+        with atomic_open(csv, "w", newline="") as fh:
+            table.to_csv(fh, index=False)
+    typer.echo(f"{folder}: {len(table)} images, mean recall {table['recall'].mean():.3f}, "
+               f"mean spurious blobs {table['spurious'].mean():.1f}")
+
 
 # ---------------------------------------------------------------- count
 

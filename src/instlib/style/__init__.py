@@ -1,0 +1,25 @@
+"""InST style transfer on diffusers: style-token training and stochastic-inversion transfer.
+
+- :mod:`~instlib.style.models`: the frozen networks (:func:`load_components`, :func:`save_components`)
+- :mod:`~instlib.style.tokens`: the style token block and its safetensors file
+- :mod:`~instlib.style.conditioning`: prompt ``*`` with the style token, the empty prompt
+- :mod:`~instlib.style.train`: :func:`train_style_token`, :func:`train_category_tokens`
+- :mod:`~instlib.style.transfer`: AdaIN, stochastic inversion, DDIM with guidance (:func:`stylize_images`)
+- :mod:`~instlib.style.driver`: :func:`transfer_folder` (folder format, resume, shards)
+- :mod:`~instlib.style.fidelity`: do the copied labels still match the styled image?
+"""
+
+from instlib.style.driver import image_seed, pair_styles, transfer_folder
+from instlib.style.fidelity import Fidelity, filter_by_fidelity, measure_fidelity, measure_folder
+from instlib.style.models import (BUILDERS, DEFAULT_IMAGE_ENCODER, DEFAULT_MODEL, StyleComponents, load_components,
+                                  save_components)
+from instlib.style.tokens import StyleToken, StyleTokenBlock, TokenConfig, load_token, load_tokens, save_token
+from instlib.style.train import train_category_tokens, train_style_token
+from instlib.style.transfer import TransferConfig, adain, stylize, stylize_images
+
+__all__ = [
+    "BUILDERS", "DEFAULT_IMAGE_ENCODER", "DEFAULT_MODEL", "Fidelity", "StyleComponents", "StyleToken",
+    "StyleTokenBlock", "TokenConfig", "TransferConfig", "adain", "filter_by_fidelity", "image_seed", "load_components",
+    "load_token", "load_tokens", "measure_fidelity", "measure_folder", "pair_styles", "save_components", "save_token",
+    "stylize", "stylize_images", "train_category_tokens", "train_style_token", "transfer_folder",
+]

@@ -1,0 +1,156 @@
+"""``transfer_folder``: style a whole content folder into a new folder in the folder format.
+
+Pairing: each content image takes the style image with the same file stem (or, when the content's
+manifest has a non-empty ``style`` column, as Syn-HC folders do, the stem named there); a single
+style image file styles every content image. All inputs are checked before any work starts.
+
+Output: ``out/images/<name>.png`` resized back to the content image's own size, so the content's
+points (copied byte for byte to ``out/points/``) stay valid pixel coordinates; a manifest row per
+image with every setting, the image's seed and its label fidelity (:mod:`instlib.style.fidelity`).
+The manifest is rewritten after every batch: a killed run restarted with the same settings skips
+the images already listed. ``shard=(i, n)`` does every n-th image; under ``accelerate launch`` the
+shard defaults to the process's rank.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from instlib.data.atomic import atomic_write_bytes
+from instlib.data.folder import (IMAGES, POINTS, Sample, manifest_name, prepare_output, validate_folder,
+                                 write_manifest)
+from instlib.data.images import IMAGE_SUFFIXES, is_image_file, write_image
+from instlib.data.points import read_points
+from instlib.errors import DataError
+from instlib.runs.shard import take_shard
+from instlib.style.fidelity import measure_fidelity
+from instlib.style.imaging import list_images, load_rgb
+from instlib.style.models import StyleComponents
+from instlib.style.tokens import StyleToken, load_tokens
+from instlib.style.transfer import TransferConfig, stylize_images
+
+STAGE = "style-transfer"
+
+
+def image_seed(seed: int, name: str) -> int:
+    """The seed of image ``name``: fixed by the run's seed and the name, whatever the batch, shard or order."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:8], "little") >> 1
+
+
+def _style_keys(content_dir: Path, samples: list[Sample]) -> dict[str, str]:
+    keys = {s.name: s.name for s in samples}
+    manifest = content_dir / "manifest.csv"
+    if manifest.is_file():
+        df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        if "style" in df.columns:
+            keys.update({n: st for n, st in zip(df["name"], df["style"]) if st and n in keys})
+    return keys
+
+
+def pair_styles(content_dir: str | Path, samples: list[Sample], style: str | Path) -> dict[str, Path]:
+    """Style image of every content sample (see module docstring); raises naming the first unpaired one."""
+    style = Path(style)
+    if style.is_file():
+        if not is_image_file(style):
+            raise DataError(f"is not an image file (supported: {', '.join(IMAGE_SUFFIXES)})", style)
+        return {s.name: style for s in samples}
+    if not style.is_dir():
+        raise DataError("no such style folder or image file", style)
+    files, keys = list_images(style), _style_keys(Path(content_dir), samples)
+    missing = [n for n in keys if keys[n] not in files]
+    if missing:
+        raise DataError(f"has no style image for {len(missing)} of {len(samples)} content images (first: "
+                        f"'{missing[0]}', looked for '{keys[missing[0]]}.*'); pairs are matched by file name "
+                        "without suffix, or pass one style image file for all", style)
+    return {n: files[keys[n]] for n in keys}
+
+
+def _token_for(tokens: list[StyleToken], count: int, name: str, where: Path) -> StyleToken:
+    for token in tokens:
+        if token.covers(count):
+            return token
+    raise DataError(f"has no category token for '{name}' with {count} cells "
+                    f"(tokens cover {[t.category for t in tokens]})", where)
+
+
+def _digest(path: Path) -> str:
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _default_shard() -> tuple[int, int] | None:
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
+    return (int(os.environ.get("RANK", "0")), world) if world > 1 else None
+
+
+def _finished(out: Path, shard: tuple[int, int] | None) -> dict[str, dict]:
+    path = out / manifest_name(shard)
+    if not path.is_file():
+        return {}
+    rows = pd.read_csv(path, keep_default_na=False).to_dict("records")
+    return {str(r["name"]): r for r in rows if (out / IMAGES / f"{r['name']}.png").is_file()}
+
+
+def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Path, out: str | Path,
+                    components: StyleComponents, *, strength: float = 0.7, steps: int = 50, guidance: float = 10.0,
+                    adain: bool = True, inversion: str = "stochastic", reference_timesteps: bool = False,
+                    batch_size: int = 1, seed: int = 42, resolution: int = 512,
+                    shard: tuple[int, int] | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+    """Style every image of ``content_dir`` with its paired style image; write the folder format to ``out``.
+
+    ``token``: a token file, or a folder of category tokens (each image gets the one covering its
+    count). Results are the same for any ``batch_size`` and ``shard``. Returns ``out``.
+    """
+    config = TransferConfig(strength=strength, steps=steps, guidance=guidance, adain=adain, inversion=inversion,
+                            reference_timesteps=reference_timesteps, resolution=resolution)
+    if batch_size < 1:
+        raise DataError(f"batch size must be at least 1, got {batch_size}")
+    content_dir, token, out = Path(content_dir), Path(token), Path(out)
+    samples = validate_folder(content_dir)  # every input problem surfaces before anything is written
+    styles = pair_styles(content_dir, samples, style)
+    tokens = load_tokens(token, components.device)
+    counts = {s.name: len(read_points(s.points)) for s in samples}
+    token_of = {n: _token_for(tokens, c, n, token) for n, c in counts.items()}
+    settings = {"content": str(content_dir.resolve()), "style": str(Path(style).resolve()),
+                "token": str(token.resolve()), "token_sha256": _digest(token), "model": components.model,
+                "seed": seed, **asdict(config)}
+    prepare_output(out, STAGE, settings, overwrite)
+    shard = shard if shard is not None else _default_shard()
+    rows = _finished(out, shard)
+    todo = [s for s in take_shard(samples, shard) if s.name not in rows]
+    bar = tqdm(total=len(todo), desc=f"InST -> {out}", disable=not progress)
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start:start + batch_size]
+        seeds = [image_seed(seed, s.name) for s in batch]
+        contents = [load_rgb(s.image) for s in batch]
+        styled = stylize_images(components, [token_of[s.name] for s in batch], contents,
+                                [load_rgb(styles[s.name]) for s in batch], config, seeds)
+        for s, img, content, image_seed_ in zip(batch, styled, contents, seeds):
+            write_image(out / IMAGES / f"{s.name}.png", img)
+            atomic_write_bytes(out / POINTS / f"{s.name}.csv", s.points.read_bytes())
+            pts = read_points(s.points)
+            fid, base = measure_fidelity(img, pts), measure_fidelity(content, pts)
+            t = token_of[s.name]
+            rows[s.name] = {
+                "name": s.name, "count": counts[s.name], "source": "inst", "seed": image_seed_, "base_seed": seed,
+                "content": str(s.image), "style": str(styles[s.name]), "token": str(token),
+                "category": f"{t.category[0]}-{t.category[1]}" if t.category else "", "model": components.model,
+                **asdict(config), "height": img.shape[0], "width": img.shape[1],
+                "fidelity_recall": fid.recall, "fidelity_spurious": fid.spurious, "fidelity_blobs": fid.blobs,
+                "content_recall": base.recall, "content_spurious": base.spurious,
+            }
+        write_manifest(out, list(rows.values()), shard=shard)
+        bar.update(len(batch))
+    bar.close()
+    if not rows:
+        write_manifest(out, pd.DataFrame(columns=["name", "count"]), shard=shard)
+    return out

@@ -1,0 +1,235 @@
+"""Training a style token: only the attention block learns, everything else is frozen.
+
+Per step (DESIGN.md section 4): pick style images, random horizontal flip; VAE-encode (x 0.18215);
+add noise at uniform timesteps with SD's schedule; the CLIP embedding of the same images goes
+through the block into the prompt ``*``; loss = MSE between the UNet's predicted noise and the
+noise. AdamW, lr 1e-4, batch 1, 512 x 512 center square crops (bicubic) by default.
+
+Runs under ``accelerate launch`` on several GPUs without changes (each process draws its own
+images; the block's gradients are averaged). Every ``checkpoint_every`` steps the block, the
+optimiser state and the loss log are saved (``<out stem>.ckpt.safetensors``, ``<out stem>.loss.csv``);
+rerunning the same command after a kill resumes from there and ends with the same token as an
+uninterrupted run, because every step's randomness is seeded from ``(seed, process, step)``.
+A larger ``steps`` continues a finished training.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from instlib.data.atomic import atomic_open, atomic_path
+from instlib.data.folder import IMAGES, list_samples
+from instlib.errors import DataError, InstlibError
+from instlib.style.conditioning import check_token, encode_prompts, image_embeddings
+from instlib.style.imaging import center_square, list_images, load_rgb, resize, to_pixels
+from instlib.style.models import StyleComponents
+from instlib.style.tokens import (StyleToken, block_tensors, new_token, read_safetensors, save_token, token_from_file,
+                                  token_metadata)
+from instlib.style.transfer import encode_latents
+
+CHECKPOINT_FORMAT = "instlib.style-token-checkpoint"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one token's training (the reference's values are the defaults)."""
+
+    steps: int
+    lr: float = 1e-4
+    batch_size: int = 1
+    resolution: int = 512
+    seed: int = 0
+    checkpoint_every: int = 500
+    flip_p: float = 0.5
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1 or self.lr <= 0:
+            raise InstlibError(f"need steps, batch size and checkpoint interval >= 1 and lr > 0; got {self}")
+
+
+def checkpoint_path(out: str | Path) -> Path:
+    """Where training towards ``out`` keeps its resumable checkpoint."""
+    return Path(out).with_name(Path(out).stem + ".ckpt.safetensors")
+
+
+def loss_log_path(out: str | Path) -> Path:
+    """The loss log beside ``out``: CSV with columns ``step,loss``."""
+    return Path(out).with_name(Path(out).stem + ".loss.csv")
+
+
+def style_images(style_dir: str | Path, category: tuple[int, int] | None = None) -> list[Path]:
+    """Style images of a folder; with ``category=(lo, hi)`` only those with ``lo <= count <= hi`` cells."""
+    style_dir = Path(style_dir)
+    if category is None:
+        paths = list(list_images(style_dir).values())
+    elif (style_dir / IMAGES).is_dir():
+        paths = [s.image for s in list_samples(style_dir) if category[0] <= s.count() <= category[1]]
+    else:
+        raise DataError(f"has no {IMAGES}/ and points/ subfolders, so its images cannot be split by cell count",
+                        style_dir)
+    if not paths:
+        rng = f" with {category[0]} to {category[1]} cells" if category else ""
+        raise DataError(f"has no style images{rng}", style_dir)
+    return paths
+
+
+def _save_checkpoint(path: Path, token: StyleToken, optimizer: torch.optim.Optimizer, step: int, settings: dict) -> None:
+    state = optimizer.state_dict()
+    tensors = block_tensors(token)
+    for idx, param_state in state["state"].items():
+        for key, value in param_state.items():
+            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().to("cpu").contiguous()
+    meta = {**token_metadata(token, tensors), "format": CHECKPOINT_FORMAT, "step": str(step),
+            "settings": json.dumps(settings, sort_keys=True), "param_groups": json.dumps(state["param_groups"])}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def _load_checkpoint(path: Path) -> tuple[StyleToken, dict, int, dict]:
+    tensors, meta = read_safetensors(path, CHECKPOINT_FORMAT)
+    block = {k: v for k, v in tensors.items() if not k.startswith("optim.")}
+    token = token_from_file(block, meta, path)
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    optim = {"state": state, "param_groups": json.loads(meta["param_groups"])}
+    return token, optim, int(meta["step"]), json.loads(meta["settings"])
+
+
+def _write_losses(path: Path, losses: list[tuple[int, float]]) -> None:
+    with atomic_open(path, "w", newline="") as fh:
+        fh.write("step,loss\n")
+        fh.writelines(f"{s},{v!r}\n" for s, v in losses)
+
+
+def _read_losses(path: Path, upto: int) -> list[tuple[int, float]]:
+    if not path.is_file():
+        return []
+    rows = [line.split(",") for line in path.read_text().splitlines()[1:] if line]
+    return [(int(s), float(v)) for s, v in rows if int(s) <= upto]
+
+
+def _step_generator(seed: int, process: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, process, step]).generate_state(1)[0]))
+
+
+def _loss(components: StyleComponents, block: torch.nn.Module, images: list[np.ndarray], placeholder: str,
+          config: TrainConfig, g: torch.Generator) -> torch.Tensor:
+    n = config.batch_size
+    picks = torch.randint(len(images), (n,), generator=g).tolist()
+    flips = (torch.rand(n, generator=g) < config.flip_p).tolist()
+    batch = [np.ascontiguousarray(images[i][:, ::-1]) if f else images[i] for i, f in zip(picks, flips)]
+    with torch.no_grad():
+        latents = encode_latents(components, to_pixels(batch, components.device, components.dtype), g)
+        embeds = image_embeddings(components, batch).float()
+    noise = randn_tensor(latents.shape, generator=g, device=latents.device, dtype=latents.dtype)
+    t = torch.randint(components.scheduler.config.num_train_timesteps, (n,), generator=g).to(latents.device)
+    noisy = components.scheduler.add_noise(latents, noise, t)
+    cond = encode_prompts(components, [placeholder] * n, block(embeds), placeholder)
+    pred = components.unet(noisy, t, encoder_hidden_states=cond).sample
+    return F.mse_loss(pred.float(), noise.float())
+
+
+def _resume(out: Path, settings: dict, config: TrainConfig, overwrite: bool):
+    ckpt = checkpoint_path(out)
+    if overwrite:  # a stale checkpoint must not be resumed if this fresh run is killed before its first one
+        ckpt.unlink(missing_ok=True)
+        loss_log_path(out).unlink(missing_ok=True)
+    if not ckpt.is_file():
+        if out.exists() and not overwrite:
+            raise InstlibError("exists and has no checkpoint to resume from; choose another --out or pass --overwrite",
+                               out)
+        return None
+    token, optim, step, saved = _load_checkpoint(ckpt)
+    if saved != json.loads(json.dumps(settings)):
+        changed = sorted(k for k in {**saved, **settings} if saved.get(k) != settings.get(k))
+        raise InstlibError(f"holds a training with other settings ({', '.join(changed)}); "
+                           "choose another --out or pass --overwrite", ckpt)
+    if step > config.steps:
+        raise InstlibError(f"holds {step} trained steps, more than the {config.steps} asked for", ckpt)
+    return token, optim, step
+
+
+def train_style_token(style_dir: str | Path, out: str | Path, components: StyleComponents, *, steps: int,
+                      lr: float = 1e-4, batch_size: int = 1, resolution: int = 512, seed: int = 0,
+                      category: tuple[int, int] | None = None, checkpoint_every: int = 500, progress: bool = True,
+                      overwrite: bool = False, placeholder: str = "*") -> Path:
+    """Train a style token on the images of ``style_dir`` and write it to ``out`` (safetensors).
+
+    Also writes ``<out stem>.loss.csv`` (``step,loss``) and the checkpoint (see module docstring).
+    ``category=(lo, hi)``: train only on style images with ``lo <= count <= hi`` cells (needs points).
+    """
+    config = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, resolution=resolution, seed=seed,
+                         checkpoint_every=checkpoint_every)
+    if resolution % components.latent_factor:
+        raise InstlibError(f"resolution {resolution} is not a multiple of the VAE's factor {components.latent_factor}")
+    out = Path(out)
+    paths = style_images(style_dir, category)
+    images = [resize(center_square(load_rgb(p)), (resolution, resolution), Image.Resampling.BICUBIC)
+              for p in tqdm(paths, desc=f"load {style_dir}", disable=not progress)]
+    settings = {"model": components.model, "style": [str(p.resolve()) for p in paths], "placeholder": placeholder,
+                "category": list(category) if category else None,
+                **{k: v for k, v in asdict(config).items() if k not in ("steps", "checkpoint_every")}}
+    resumed = _resume(out, settings, config, overwrite)
+    token, optim_state, start = resumed or (new_token(components.hidden_size, placeholder=placeholder,
+                                                      base_model=components.model, category=category, seed=seed),
+                                            None, 0)
+    check_token(components, token)
+    losses = _read_losses(loss_log_path(out), start) if resumed else []
+    if start == steps and out.is_file():
+        return out
+
+    precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(components.dtype, "no")
+    accelerator = Accelerator(mixed_precision=precision, cpu=components.device.type == "cpu")
+    if accelerator.device != components.device:
+        components.to(accelerator.device)
+    token.block.to(accelerator.device).train()
+    optimizer = torch.optim.AdamW(token.block.parameters(), lr=lr)
+    if optim_state:
+        optimizer.load_state_dict(optim_state)
+    block, optimizer = accelerator.prepare(token.block, optimizer)
+    token.info = {"steps": steps, "lr": lr, "batch_size": batch_size * accelerator.num_processes,
+                  "resolution": resolution, "seed": seed, "images": len(paths)}
+    bar = tqdm(total=steps, initial=start, desc=f"train {out.name}", disable=not (progress and accelerator.is_main_process))
+    rng_devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices):  # dropout draws from the global RNG: seed it per step
+        for step in range(start, steps):
+            g = _step_generator(seed, accelerator.process_index, step)
+            torch.manual_seed(g.initial_seed())
+            loss = _loss(components, block, images, placeholder, config, g)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append((step + 1, accelerator.gather(loss.detach()[None]).mean().item()))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1][1]:.4f}")
+            if accelerator.is_main_process and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+                _save_checkpoint(checkpoint_path(out), token, optimizer, step + 1, settings)
+                _write_losses(loss_log_path(out), losses)
+    bar.close()
+    token.block.eval()
+    if accelerator.is_main_process:
+        save_token(token, out)
+    accelerator.wait_for_everyone()
+    return out
+
+
+def train_category_tokens(style_dir: str | Path, out_dir: str | Path, components: StyleComponents,
+                          categories: list[tuple[int, int]], *, steps: int, **kwargs) -> list[Path]:
+    """One token per cell-count range, ``out_dir/token-<lo>-<hi>.safetensors``; ``kwargs`` as
+    :func:`train_style_token`. Transfer with ``out_dir`` as the token picks each image's by its count."""
+    return [train_style_token(style_dir, Path(out_dir) / f"token-{lo}-{hi}.safetensors", components, steps=steps,
+                              category=(lo, hi), **kwargs) for lo, hi in categories]
