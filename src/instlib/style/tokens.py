@@ -75,7 +75,7 @@ def new_token(dim: int, *, placeholder: str = "*", base_model: str = "", categor
     """A freshly initialised (untrained) token of width ``dim``; the init depends only on ``seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        block = StyleTokenBlock(TokenConfig(dim=dim))
+        block = StyleTokenBlock(TokenConfig(dim=dim)).eval()  # training switches it to train mode itself
     return StyleToken(block, placeholder, base_model, category)
 
 
