@@ -91,7 +91,8 @@ class Profile:
     mixes: tuple[str, ...] = ("none", "cutmix", "dacs")
     """Mixing variants compared in notebook 05."""
     cell200: str | None = None
-    """Cell200-s: a folder-format path, ``fetch`` to download it, or None to leave it out."""
+    """Cell200-s as a folder-format path (``instlib data import CELL200/ --format dots``), or None to leave
+    it out: it has no stable download address."""
     # -- execution ----------------------------------------------------------------------------
     device: str | None = None
     """``cpu``, ``cuda``, ... ; None picks the GPU when there is one."""
@@ -252,7 +253,7 @@ PAPER = Profile(
     strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=4,
     count_model="efficientnet_b0", count_pretrained=True, epochs=100, finetune_epochs=100,
     count_batch_size=8, crop_size=200, folds=5, seeds=(42,), mixes=("none", "cutmix", "dacs"),
-    cell200="fetch", device=None,
+    cell200=None, device=None,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, DEMO, PAPER)}

@@ -1,0 +1,175 @@
+"""The summary of a run beside the paper's numbers, and what the comparison can and cannot show.
+
+The paper's numbers live in ``paper_results.csv`` beside this module (from the published abstract;
+rows marked ``exact = false`` are derived or unpublished, and say so in ``note``).
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+
+from instlib.runs.profiles import Profile
+
+METRICS = ("mae", "rmse", "acp")
+#: Source names used for run folders (no '-') and the names the paper and the figures use.
+SOURCE_LABELS = {"real": "real", "synhc": "Syn-HC", "cell200": "Cell200-s", "inst": "InST"}
+SOURCE_ORDER = list(SOURCE_LABELS.values())
+
+
+def label_sources(df: pd.DataFrame) -> pd.DataFrame:
+    """Replace run-folder source names (``synhc``) by display names (``Syn-HC``) and sort by source."""
+    out = df.assign(source=df["source"].map(lambda s: SOURCE_LABELS.get(s, s)))
+    rank = {s: i for i, s in enumerate(SOURCE_ORDER)}
+    mix_rank = {"none": 0, "cutmix": 1, "dacs": 2}
+    keys = ["source"] + (["mix"] if "mix" in out else [])
+    return out.sort_values(keys, key=lambda c: c.map(rank if c.name == "source" else mix_rank).fillna(99),
+                           kind="stable").reset_index(drop=True)
+
+
+def load_summary(cv_dir, *, mixes=None, sources=None) -> pd.DataFrame:
+    """``summary.csv`` of a cross-validation folder with display names, optionally filtered."""
+    from pathlib import Path
+
+    df = pd.read_csv(Path(cv_dir) / "summary.csv")
+    if mixes is not None:
+        df = df[df["mix"].isin(list(mixes))]
+    if sources is not None:
+        df = df[df["source"].isin(list(sources))]
+    return label_sources(df)
+LABELS = {"mae": "MAE", "rmse": "RMSE", "acp": "ACP (%)"}
+
+
+def paper_results() -> pd.DataFrame:
+    """The paper's published numbers (source, mix, metric, value, exact, note)."""
+    with resources.files("instlib.runs").joinpath("paper_results.csv").open() as fh:
+        df = pd.read_csv(fh)
+    df["exact"] = df["exact"].astype(str).str.lower() == "true"
+    return df
+
+
+def mean_std(mean: float, std: float, digits: int = 2) -> str:
+    """``"25.95 ± 1.20"`` (``"25.95"`` without a spread, ``"-"`` when missing)."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def metrics_table(summary: pd.DataFrame, *, by: tuple[str, ...] = ("source",)) -> pd.DataFrame:
+    """``<metric>_mean`` / ``<metric>_std`` columns as ``mean ± std`` strings, one row per ``by``."""
+    rows = []
+    for _, r in summary.iterrows():
+        row = {k: r[k] for k in by}
+        for m in METRICS:
+            if f"{m}_mean" in r:
+                row[LABELS[m]] = mean_std(r[f"{m}_mean"], r.get(f"{m}_std"))
+        if "runs" in r:
+            row["runs"] = int(r["runs"])
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(list(by))
+
+
+def beside_paper(summary: pd.DataFrame, mix: str = "none") -> pd.DataFrame:
+    """This run's MAE/RMSE/ACP per source beside the paper's MAE (``mix`` rows of both)."""
+    ours = summary[summary["mix"] == mix] if "mix" in summary else summary
+    paper = paper_results()
+    paper = paper[(paper["mix"] == mix) & (paper["metric"] == "mae")].set_index("source")
+    sources = list(dict.fromkeys([*ours["source"], *paper.index]))
+    rows = []
+    for s in sources:
+        r = ours[ours["source"] == s]
+        row = {"source": s}
+        for m in METRICS:
+            row[f"this run: {LABELS[m]}"] = (mean_std(r[f"{m}_mean"].iloc[0], r[f"{m}_std"].iloc[0])
+                                             if len(r) and f"{m}_mean" in r else "not run")
+        if s in paper.index and not math.isnan(paper.loc[s, "value"]):
+            v = paper.loc[s, "value"]
+            row["paper: MAE"] = f"{v:.2f}" if paper.loc[s, "exact"] else f"~{v:.0f} (derived)"
+        else:
+            row["paper: MAE"] = "-"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("source")
+
+
+def _get(summary: pd.DataFrame, source: str, metric: str = "mae", mix: str = "none") -> tuple[float, float] | None:
+    r = summary[(summary["source"] == source) & ((summary["mix"] == mix) if "mix" in summary else True)]
+    if not len(r):
+        return None
+    return float(r[f"{metric}_mean"].iloc[0]), float(r[f"{metric}_std"].fillna(0).iloc[0])
+
+
+def statement(summary: pd.DataFrame, profile: Profile, *, cell200: bool | None = None) -> tuple[list[str], list[str]]:
+    """Two lists of plain sentences: what this run's numbers show, and what they do not."""
+    shows, not_shows = [], []
+    inst, syn, real = (_get(summary, s) for s in ("InST", "Syn-HC", "real"))
+    if inst and syn:
+        change = 100 * (syn[0] - inst[0]) / syn[0] if syn[0] else 0.0
+        relative = (f"{abs(change):.0f}% {'lower' if change > 0 else 'higher'}" if abs(change) >= 0.5
+                    else "about the same")
+        separated = abs(inst[0] - syn[0]) > inst[1] + syn[1]
+        shows.append(f"Pre-training on InST images gave an MAE of {mean_std(*inst)} against {mean_std(*syn)} for "
+                     f"Syn-HC: {relative} (the paper reports up to 37% lower)."
+                     + ("" if separated else " The difference is within the spread over folds, so this run "
+                        "does not separate the two."))
+    if inst and real:
+        better = inst[0] < real[0]
+        shows.append(f"Against real data only ({mean_std(*real)}), InST pre-training was "
+                     f"{'better' if better else 'not better'} in this run (the paper: 25.95 against 27.74).")
+    if not shows:
+        shows.append("This run has no counting results to compare.")
+    if profile.random_diffusion:
+        not_shows.append(f"The diffusion model ({profile.diffusion_model}) has random weights, so the InST images "
+                         "are not style transfers: any difference between InST and Syn-HC here says nothing "
+                         "about the method.")
+    if profile.simulated_data:
+        not_shows.append("The real domain is the offline simulator, not IDCIA: the numbers are not comparable "
+                         "with the paper's, whose images, counts (up to hundreds of cells) and sizes differ.")
+    small = []
+    if profile.epochs < 20 or profile.finetune_epochs < 20:
+        small.append(f"{profile.epochs} pre-training and {profile.finetune_epochs} fine-tuning epochs")
+    if not profile.count_pretrained:
+        small.append(f"{profile.count_model} without ImageNet weights")
+    if profile.folds < 5:
+        small.append(f"{profile.folds}-fold instead of 5-fold cross-validation")
+    if small:
+        not_shows.append("The counting models are far from converged settings (" + "; ".join(small) + "), so "
+                         "the absolute errors mostly measure the budget, not the data source.")
+    if len(profile.seeds) < 2:
+        not_shows.append("One seed: the ± is the spread over folds only, not over training randomness.")
+    if cell200 is False:
+        not_shows.append("Cell200-s was not available to this run, so it is missing from the comparison "
+                         "(pass a folder with --set cell200=PATH).")
+    if profile.name == "paper" and not not_shows:
+        not_shows.append("The paper does not publish every training detail (epochs, schedule); differences of "
+                         "a few MAE points from its numbers are within what such details can change.")
+    return shows, not_shows
+
+
+def finite_metrics(summary: pd.DataFrame) -> bool:
+    """True when every mean metric of the summary is a finite number."""
+    cols = [f"{m}_mean" for m in METRICS if f"{m}_mean" in summary]
+    return bool(cols) and bool(np.isfinite(summary[cols].to_numpy(dtype=float)).all())
+
+
+def cv_predictions(cv_dir, mix: str | None = "none"):
+    """Every test prediction of a cross-validation folder: source, mix, fold, seed, name, true, pred."""
+    import json
+    from pathlib import Path
+
+    frames = []
+    for result in sorted(Path(cv_dir).glob("runs/*/result.json")):
+        meta = json.loads(result.read_text())
+        if mix is not None and meta.get("mix") != mix:
+            continue
+        pred = result.with_name("predictions.csv")
+        if pred.is_file():
+            df = pd.read_csv(pred)
+            frames.append(df.assign(source=meta["source"], mix=meta["mix"], fold=meta["fold"], seed=meta["seed"]))
+    if not frames:
+        return pd.DataFrame(columns=["source", "mix", "fold", "seed", "name", "true", "pred"])
+    return label_sources(pd.concat(frames, ignore_index=True))
