@@ -245,6 +245,112 @@ def style_fidelity(
 
 # ---------------------------------------------------------------- count
 
+# Training options shared by 'count train' and 'count cv'; None keeps TrainConfig's default (the paper's).
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="timm backbone (default: efficientnet_b0; test_efficientnet for quick runs).")]
+PretrainedOpt = Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="Start from ImageNet weights (cached, or downloaded when online) (default: pretrained).")]
+EpochsOpt = Annotated[Optional[int], typer.Option(help="Epochs of pre-training (of training when there is no fine-tuning) (default: 50).")]
+FinetuneEpochsOpt = Annotated[Optional[int], typer.Option(help="Epochs of fine-tuning on the real images (default: 50).")]
+LrOpt = Annotated[Optional[float], typer.Option(help="Adam learning rate (default: 1e-4).")]
+BatchOpt = Annotated[Optional[int], typer.Option(help="Crops per training batch (default: 8).")]
+CropOpt = Annotated[Optional[int], typer.Option(help="Crop (and tile) size in pixels (default: 200).")]
+NormOpt = Annotated[Optional[str], typer.Option(help="Normalisation: data (real training images), idcia (0.0414/0.0203), imagenet (default: data).")]
+MaxStepsOpt = Annotated[Optional[int], typer.Option(help="Cap on steps per epoch (quick runs).")]
+MaxImagesOpt = Annotated[Optional[int], typer.Option(help="Use at most this many images of the training folders.")]
+CropsPerImageOpt = Annotated[Optional[int], typer.Option(help="Random crops per image and epoch (default: 1).")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ...; default: the GPU when there is one.")]
+
+
+def _count_config(**overrides):
+    from instlib.count.train import TrainConfig, with_overrides
+
+    return with_overrides(TrainConfig(), **overrides)
+
+
+def _count_summary(metrics: dict) -> str:
+    c = metrics["center"]
+    return (f"MAE {metrics['mae']:.2f}, RMSE {metrics['rmse']:.2f}, ACP {metrics['acp']:.1f}% on {metrics['n']} "
+            f"test images (centre crops: MAE {c['mae']:.2f}, RMSE {c['rmse']:.2f}, ACP {c['acp']:.1f}%)")
+
+
+@count_app.command("train")
+def count_train(
+    train: Annotated[list[Path], typer.Option("--train", help="Folder to (pre-)train on; repeat for several.")],
+    test: Annotated[Path, typer.Option(help="Held-out real folder to test on.")],
+    out: Annotated[Path, typer.Option(help="Run folder (metrics.json, predictions.csv, model.safetensors); an interrupted run resumes.")],
+    finetune: Annotated[Optional[Path], typer.Option(help="Real folder to fine-tune on after pre-training.")] = None,
+    mix: Annotated[Optional[str], typer.Option(help="Mix pre-training batches with --mix-with: none, cutmix, dacs (default: none).")] = None,
+    mix_with: Annotated[Optional[Path], typer.Option(help="Target-domain folder to mix with (unlabelled under dacs).")] = None,
+    model: ModelOpt = None, pretrained: PretrainedOpt = None, epochs: EpochsOpt = None,
+    finetune_epochs: FinetuneEpochsOpt = None, lr: LrOpt = None, batch_size: BatchOpt = None,
+    crop_size: CropOpt = None, seed: Annotated[Optional[int], typer.Option(help="Random seed (default: 42).")] = None,
+    norm: NormOpt = None, max_steps: MaxStepsOpt = None, max_images: MaxImagesOpt = None,
+    crops_per_image: CropsPerImageOpt = None, device: DeviceOpt = None,
+) -> None:
+    """Pre-train on --train, fine-tune on --finetune, select by validation MAE, test on --test."""
+    from instlib.count import train_run
+
+    config = _count_config(model=model, pretrained=pretrained, epochs=epochs, finetune_epochs=finetune_epochs,
+                           lr=lr, batch_size=batch_size, crop_size=crop_size, seed=seed, mix=mix, norm=norm,
+                           max_steps=max_steps, max_images=max_images, crops_per_image=crops_per_image)
+    metrics = train_run(train, test, out, config, finetune_dir=finetune, mix_with=mix_with, device=device)
+    typer.echo(f"{out}: {_count_summary(metrics)}")
+
+
+@count_app.command("predict")
+def count_predict(
+    model: Annotated[Path, typer.Option(help="Run folder of 'instlib count train', or its model.safetensors.")],
+    data: Annotated[Path, typer.Option(help="Folder with images/ (points/ optional: then true counts are added).")],
+    out: Annotated[Path, typer.Option(help="CSV to write: name, pred, pred_center[, true, true_center].")],
+    device: DeviceOpt = None,
+) -> None:
+    """Count the cells of every image of a folder (whole image by tiling, and centre crop)."""
+    from instlib.count import predict
+    from instlib.data.atomic import atomic_open
+
+    df = predict(model, data, device=device, progress=True)
+    with atomic_open(out, "w", newline="") as fh:
+        df.to_csv(fh, index=False)
+    typer.echo(f"{out}: {len(df)} images, {df['pred'].sum():.0f} cells in all")
+
+
+def _sources(items: list[str], real: bool) -> dict[str, list[Path]]:
+    sources: dict[str, list[Path]] = {"real": []} if real else {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        name, folder = (name, folder) if sep else (Path(item).name, item)
+        sources.setdefault(name, []).append(Path(folder))
+    if not sources:
+        raise typer.BadParameter("nothing to run: give --pretrain-on or keep --real-baseline", param_hint="--pretrain-on")
+    return sources
+
+
+@count_app.command("cv")
+def count_cv(
+    real: Annotated[Path, typer.Option(help="Real folder to cross-validate on.")],
+    out: Annotated[Path, typer.Option(help="Output folder: runs/, results.csv, summary.csv; a killed grid resumes.")],
+    folds: Annotated[int, typer.Option(help="Folds, stratified by count (seed 42).")] = 5,
+    pretrain_on: Annotated[Optional[list[str]], typer.Option("--pretrain-on", help="Source to pre-train on, as DIR or NAME=DIR; repeat (same NAME joins folders).")] = None,
+    real_baseline: Annotated[bool, typer.Option("--real-baseline/--no-real-baseline", help="Include the source 'real' (no pre-training).")] = True,
+    mix: Annotated[Optional[list[str]], typer.Option("--mix", help="Mixing variants to run: none, cutmix, dacs; repeat (default: none).")] = None,
+    seed: Annotated[Optional[list[int]], typer.Option("--seed", help="Training seeds; repeat (default: 42).")] = None,
+    shard: ShardOpt = None,
+    model: ModelOpt = None, pretrained: PretrainedOpt = None, epochs: EpochsOpt = None,
+    finetune_epochs: FinetuneEpochsOpt = None, lr: LrOpt = None, batch_size: BatchOpt = None,
+    crop_size: CropOpt = None, norm: NormOpt = None, max_steps: MaxStepsOpt = None,
+    max_images: MaxImagesOpt = None, crops_per_image: CropsPerImageOpt = None, device: DeviceOpt = None,
+) -> None:
+    """Cross-validate sources x mixing x folds x seeds; one row per run in OUT/results.csv, means in summary.csv."""
+    from instlib.count import cross_validate, summarize
+
+    config = _count_config(model=model, pretrained=pretrained, epochs=epochs, finetune_epochs=finetune_epochs,
+                           lr=lr, batch_size=batch_size, crop_size=crop_size, norm=norm, max_steps=max_steps,
+                           max_images=max_images, crops_per_image=crops_per_image)
+    results = cross_validate(real, out, config, sources=_sources(pretrain_on or [], real_baseline),
+                             mixes=tuple(mix or ["none"]), seeds=tuple(seed or [42]), folds=folds,
+                             shard=_shard(shard), device=device)
+    typer.echo(summarize(results).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    typer.echo(f"{out}: {len(results)} finished runs in results.csv")
+
 
 # ---------------------------------------------------------------- reproduce
 

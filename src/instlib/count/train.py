@@ -1,0 +1,443 @@
+"""One counting run: pre-train on source folders, fine-tune on real images, test on held-out real images.
+
+Protocol (the paper's): stage ``pretrain`` trains on the ``--train`` folders (mixed with
+``mix_with`` under ``cutmix``/``dacs``); stage ``finetune`` trains on the real folder. Each stage
+keeps the epoch with the lowest validation MAE; the validation images are a count-stratified
+``val_fraction`` of the real labelled images (the fine-tune folder, or the training folders when
+there is no fine-tuning) and are never trained on. Without ``finetune`` there is one stage,
+``train``. The selected model is then tested on the test folder: whole-image counts by tiling,
+and centre-crop counts as in the reference.
+
+A run folder holds ``run.json`` (settings and inputs), ``checkpoint.pt`` while it runs (a killed
+run resumes from its last finished epoch), and at the end ``model.safetensors``,
+``metrics.json``, ``predictions.csv`` and ``history.csv``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from instlib.count.metrics import score
+from instlib.count.mix import get_mix
+from instlib.count.model import NORMS, CountModel, ModelSpec, save_model
+from instlib.count.pipeline import (ImageBank, Jitter, channel_stats, concat_banks, epoch_indices, load_bank,
+                                    make_batch, steps_per_epoch)
+from instlib.count.predict import MODEL_FILE, check_channels, count_bank, folder_samples, true_counts
+from instlib.count.runtime import as_input, autocast, pick_device, seed_everything
+from instlib.data.atomic import atomic_open, atomic_path
+from instlib.data.folder import Sample, list_samples
+from instlib.data.splits import stratified_kfold
+from instlib.errors import DataError, InstlibError
+
+RUN_FILE, METRICS_FILE, PREDICTIONS_FILE, HISTORY_FILE, CHECKPOINT_FILE = (
+    "run.json", "metrics.json", "predictions.csv", "history.csv", "checkpoint.pt")
+
+# Learning-rate factor as a function of the fraction of the stage done.
+SCHEDULES: dict[str, Callable[[float], float]] = {
+    "poly": lambda t: (1.0 - t) ** 0.9,
+    "step": lambda t: 0.1 ** math.floor(3 * t),  # x0.1 after each third of the stage
+    "constant": lambda t: 1.0,
+}
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one run; defaults are the paper's (EfficientNet-B0, 200 x 200 crops, Adam 1e-4, batch 8)."""
+
+    model: str = "efficientnet_b0"  # any timm model; test_efficientnet for quick tests
+    pretrained: bool = True  # ImageNet weights (needs them cached or internet access)
+    epochs: int = 50  # of the first stage (pre-training, or training when there is no fine-tuning)
+    finetune_epochs: int = 50
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    batch_size: int = 8
+    crop_size: int = 200
+    seed: int = 42
+    mix: str = "none"  # none | cutmix | dacs (see instlib.count.mix)
+    mix_prob: float | None = None  # chance that a sample gets a rectangle; None: the strategy's default
+    norm: str = "data"  # data (statistics of the real training images) | idcia | imagenet
+    schedule: str = "poly"  # poly | step | constant, per stage
+    zero_keep: float = 0.25  # chance that a training crop without cells is kept
+    crops_per_image: int = 1  # crops per image and epoch
+    max_steps: int | None = None  # cap on steps per epoch
+    max_images: int | None = None  # use at most this many images of the training folders (seeded subset)
+    val_fraction: float = 0.2
+    density: bool = False  # add the density head (always on for dacs)
+    jitter: bool = True  # colour jitter (brightness/contrast/saturation 0.2, hue 0.1)
+    eval_batch_size: int = 32
+    channels_last: bool = True
+    amp: bool = True  # bf16 autocast on GPUs
+
+    def validate(self) -> TrainConfig:
+        """Check choices and ranges; returns self."""
+        get_mix(self.mix)
+        if self.norm not in ("data", *NORMS):
+            raise InstlibError(f"unknown normalisation '{self.norm}'; choose data, {', '.join(NORMS)}")
+        if self.schedule not in SCHEDULES:
+            raise InstlibError(f"unknown schedule '{self.schedule}'; choose one of {', '.join(SCHEDULES)}")
+        for name in ("epochs", "batch_size", "crop_size", "crops_per_image", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise InstlibError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.finetune_epochs < 0 or not 0 < self.val_fraction < 1 or not 0 <= self.zero_keep <= 1:
+            raise InstlibError("need finetune_epochs >= 0, 0 < val_fraction < 1 and 0 <= zero_keep <= 1")
+        return self
+
+
+@dataclass
+class RunData:
+    """The decoded images of one run. ``mix_with`` is unlabelled under dacs."""
+
+    train: ImageBank
+    val: ImageBank
+    test: ImageBank
+    finetune: ImageBank | None = None
+    mix_with: ImageBank | None = None
+    describe: dict = field(default_factory=dict)  # where the images came from, for run.json / metrics.json
+
+
+@dataclass
+class Stage:
+    name: str
+    bank: ImageBank
+    epochs: int
+    target: ImageBank | None = None  # mixing partner
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def validation_split(counts: Sequence[float], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train_idx, val_idx)``: one fold of a count-stratified k-fold with k = round(1 / fraction)."""
+    k = max(2, round(1 / fraction))
+    if len(counts) < k:
+        raise DataError(f"{len(counts)} labelled images are too few to hold out a validation set of "
+                        f"{fraction:.0%}; need at least {k}")
+    return stratified_kfold(counts, n_folds=k, seed=seed)[0]
+
+
+def source_samples(dirs: Sequence[str | Path], max_images: int | None = None, seed: int = 42) -> list[Sample]:
+    """The samples of ``dirs``; at most ``max_images`` of them (a subset drawn with ``seed``)."""
+    samples = [s for d in dirs for s in list_samples(d)]
+    if max_images is None or max_images >= len(samples):
+        return samples
+    keep = np.sort(np.random.default_rng(seed).choice(len(samples), max_images, replace=False))
+    return [samples[i] for i in keep]
+
+
+def _fingerprint(bank: ImageBank | None) -> dict | None:
+    if bank is None:
+        return None
+    digest = hashlib.sha1("\n".join(str(Path(p).resolve()) for p in bank.paths).encode()).hexdigest()
+    return {"images": len(bank), "sha1": digest}
+
+
+def load_run_data(train_dirs: Sequence[str | Path], test_dir: str | Path, config: TrainConfig, *,
+                  finetune_dir: str | Path | None = None, mix_with: str | Path | None = None,
+                  progress: bool = False) -> RunData:
+    """List and decode every input of a run up front, so bad input fails before any training."""
+    mix = get_mix(config.mix)
+    if not train_dirs:
+        raise InstlibError("no training folder given (--train)")
+    if mix.needs_target and mix_with is None:
+        raise InstlibError(f"--mix {config.mix} needs --mix-with DIR (the target-domain images)")
+    train_s = source_samples(train_dirs, config.max_images, config.seed)
+    test_s = list_samples(test_dir)
+    fine_s = list_samples(finetune_dir) if finetune_dir is not None else None
+    if mix.needs_target:
+        mix_s, mix_labelled = folder_samples(Path(mix_with))
+        if mix.target_labelled and not mix_labelled:
+            raise DataError(f"has no points/ folder, which --mix {config.mix} needs (dacs does not)", mix_with)
+
+    real_s = fine_s if fine_s is not None else train_s
+    real = load_bank(real_s, progress=progress, desc="decode real")
+    fit_idx, val_idx = validation_split(real.counts().numpy(), config.val_fraction, config.seed)
+    val, real_fit = real.subset(val_idx), real.subset(fit_idx)
+    train = real_fit if fine_s is None else load_bank(train_s, progress=progress, desc="decode train")
+    target = None
+    if mix.needs_target:
+        real_dirs = [finetune_dir] if fine_s is not None else list(train_dirs)
+        same = len(real_dirs) == 1 and Path(mix_with).resolve() == Path(real_dirs[0]).resolve()
+        # Mixing with the real folder itself: leave its validation images out, as for training.
+        target = real_fit if same else load_bank(mix_s, labelled=mix.target_labelled, progress=progress,
+                                                 desc="decode mix-with")
+        if not mix.target_labelled:
+            target = target.without_labels()
+    return RunData(train=train, val=val, test=load_bank(test_s, progress=progress, desc="decode test"),
+                   finetune=real_fit if fine_s is not None else None, mix_with=target,
+                   describe={"train": [str(d) for d in train_dirs], "test": str(test_dir),
+                             "finetune": None if finetune_dir is None else str(finetune_dir),
+                             "mix_with": None if mix_with is None else str(mix_with)})
+
+
+# ---------------------------------------------------------------- run folder
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON object in ``path``, or None if it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Write ``obj`` as JSON, atomically."""
+    with atomic_open(path, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True)
+
+
+def _claim(out: Path, stamp: dict) -> dict | None:
+    """Make ``out`` this run's folder; returns the finished metrics if the same run already completed."""
+    if out.exists() and not out.is_dir():
+        raise DataError("exists and is not a folder", out)
+    previous = read_json(out / RUN_FILE)
+    if previous is not None and previous != json.loads(json.dumps(stamp)):
+        diff = sorted(k for k in set(previous.get("config", {})) | set(stamp["config"])
+                      if previous.get("config", {}).get(k) != stamp["config"].get(k))
+        what = f"settings differ in {diff}" if diff else "its inputs differ"
+        raise DataError(f"holds another run ({what}); choose another --out or delete the folder", out)
+    if previous is None and out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
+        raise DataError("holds files that are not an instlib counting run; choose another --out", out)
+    if previous is not None and (out / METRICS_FILE).is_file():
+        return read_json(out / METRICS_FILE)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / RUN_FILE, stamp)
+    return None
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint means: start afresh, say so
+        raise DataError(f"cannot be read ({exc}); delete it to restart the run from scratch", path) from exc
+
+
+# ---------------------------------------------------------------- training
+
+
+def _mean_crop_count(bank: ImageBank, size: int) -> float:
+    """Expected count of a random crop, assuming cells spread evenly over each image."""
+    shapes = bank.shapes.double()
+    frac = shapes.clamp(max=size).prod(1) / shapes.prod(1)
+    return float((bank.counts() * frac).mean())
+
+
+def _build_model(data: RunData, config: TrainConfig) -> CountModel:
+    real = data.finetune if data.finetune is not None else data.train
+    if config.norm == "data":
+        # The model is deployed on real images, so their statistics normalise every stage.
+        mean, std = channel_stats(concat_banks([real, data.val]))
+    else:
+        mean, std = NORMS[config.norm]
+    spec = ModelSpec(backbone=config.model, channels=concat_banks([real, data.val]).channels, mean=mean, std=std,
+                     crop_size=config.crop_size, density=config.density or get_mix(config.mix).needs_density)
+    model = CountModel(spec, pretrained=config.pretrained)
+    # Start the regression at the mean crop count: otherwise the first MSE gradients are all offset.
+    with torch.no_grad():
+        model.head.bias.fill_(_mean_crop_count(data.train, config.crop_size))
+    return model
+
+
+def _stages(data: RunData, config: TrainConfig) -> list[Stage]:
+    mix = get_mix(config.mix)
+    target = None
+    if mix.needs_target:
+        if data.mix_with is None:
+            raise InstlibError(f"mix '{config.mix}' needs target-domain images to mix with (mix_with)")
+        # Strategies that must not see target labels get a bank that has none.
+        target = data.mix_with if mix.target_labelled else data.mix_with.without_labels()
+    if data.finetune is None:
+        return [Stage("train", data.train, config.epochs, target)]
+    stages = [Stage("pretrain", data.train, config.epochs, target)]
+    if config.finetune_epochs > 0:
+        stages.append(Stage("finetune", data.finetune, config.finetune_epochs))
+    return stages
+
+
+def _validate(model: CountModel, val: ImageBank, config: TrainConfig, device: torch.device) -> float:
+    pred, _ = count_bank(model, val, batch_size=config.eval_batch_size, device=device, amp=config.amp,
+                         channels_last=config.channels_last)
+    return float(np.mean(np.abs(pred - val.counts().numpy())))
+
+
+def _fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, device: torch.device, gen, progress
+         ) -> tuple[list[dict], float]:
+    """Train all stages with per-epoch checkpoints; leaves the selected weights in ``model``.
+
+    Returns the history and the seconds spent before a resume (0 for an uninterrupted run).
+    """
+    tic = time.perf_counter()
+    mix = get_mix(config.mix)
+    prob = config.mix_prob if config.mix_prob is not None else mix.default_prob
+    jitter = Jitter() if config.jitter else None
+    ckpt_path = out / CHECKPOINT_FILE
+    ckpt = _load_checkpoint(ckpt_path)
+    history: list[dict] = ckpt["history"] if ckpt else []
+    before = float(ckpt["elapsed"]) if ckpt else 0.0
+    if ckpt:
+        gen.set_state(ckpt["gen"])
+        torch.set_rng_state(ckpt["torch_rng"])
+
+    for s, stage in enumerate(_stages(data, config)):
+        if ckpt and s < ckpt["stage"]:
+            continue
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        steps = steps_per_epoch(len(stage.bank), config.batch_size, config.crops_per_image)
+        steps = min(steps, config.max_steps or steps)
+        best, best_mae, best_epoch, start = None, math.inf, 0, 0
+        if ckpt and s == ckpt["stage"]:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            best, best_mae, best_epoch, start = ckpt["best"], ckpt["best_mae"], ckpt["best_epoch"], ckpt["epoch"]
+        if best is None:  # epoch 0 = the weights the stage starts from; it can win the selection
+            best, best_mae = _state(model), _validate(model, data.val, config, device)
+            history.append({"stage": stage.name, "epoch": 0, "train_loss": math.nan, "val_mae": best_mae,
+                            "lr": math.nan, "seconds": 0.0})
+        strategy = mix if stage.target is not None else get_mix("none")
+        bar = tqdm(range(start, stage.epochs), desc=stage.name, unit="epoch", disable=not progress,
+                   initial=start, total=stage.epochs, leave=False)
+        for epoch in bar:
+            epoch_tic = time.perf_counter()
+            model.train()
+            src_idx = epoch_indices(len(stage.bank), config.batch_size, gen,
+                                    crops_per_image=config.crops_per_image, steps=steps)
+            tgt_idx = (epoch_indices(len(stage.target), config.batch_size, gen, steps=steps)
+                       if stage.target is not None else [None] * steps)
+            losses = []
+            for i, (si, ti) in enumerate(zip(src_idx, tgt_idx)):
+                t = (epoch * steps + i) / (stage.epochs * steps)
+                for group in opt.param_groups:
+                    group["lr"] = config.lr * SCHEDULES[config.schedule](t)
+                source = make_batch(stage.bank, si, config.crop_size, gen, device=device,
+                                    zero_keep=config.zero_keep, jitter=jitter)
+                source.images = as_input(source.images, config.channels_last)
+                target = None
+                if ti is not None:
+                    target = make_batch(stage.target, ti, config.crop_size, gen, device=device,
+                                        zero_keep=config.zero_keep, jitter=jitter)
+                    target.images = as_input(target.images, config.channels_last)
+                with autocast(device, config.amp):
+                    loss = strategy.loss(model, source, target, gen, prob)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            val_mae = _validate(model, data.val, config, device)
+            if val_mae < best_mae:
+                best, best_mae, best_epoch = _state(model), val_mae, epoch + 1
+            history.append({"stage": stage.name, "epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                            "val_mae": val_mae, "lr": opt.param_groups[0]["lr"],
+                            "seconds": time.perf_counter() - epoch_tic})
+            bar.set_postfix(loss=f"{np.mean(losses):.3g}", val_mae=f"{val_mae:.3g}", best=f"{best_mae:.3g}")
+            _write_history(out, history)
+            _save_checkpoint(ckpt_path, {
+                "stage": s, "epoch": epoch + 1, "model": _state(model), "optimizer": opt.state_dict(),
+                "best": best, "best_mae": best_mae, "best_epoch": best_epoch, "history": history,
+                "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "elapsed": before + time.perf_counter() - tic})
+        model.load_state_dict(best)
+        for row in history:
+            if row["stage"] == stage.name:
+                row["selected"] = row["epoch"] == best_epoch
+        ckpt = None
+    return history, before
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+
+
+def _write_history(out: Path, history: list[dict]) -> None:
+    df = pd.DataFrame(history)
+    df["selected"] = df["selected"].fillna(False).astype(bool) if "selected" in df else False
+    with atomic_open(out / HISTORY_FILE, "w", newline="") as fh:
+        df.to_csv(fh, index=False)
+
+
+def run(data: RunData, out: str | Path, config: TrainConfig, *, progress: bool = True,
+        device: str | None = None) -> dict:
+    """Train, select and test one run on decoded images (see :func:`train_run`); returns the metrics."""
+    config.validate()
+    out = Path(out)
+    stamp = {"config": asdict(config), "inputs": {
+        "train": _fingerprint(data.train), "val": _fingerprint(data.val), "test": _fingerprint(data.test),
+        "finetune": _fingerprint(data.finetune), "mix_with": _fingerprint(data.mix_with),
+        "folders": data.describe}}
+    real = data.finetune if data.finetune is not None else data.train
+    check_channels(data.test, concat_banks([real, data.val]).channels, "the real training images of this run are")
+    done = _claim(out, stamp)
+    if done is not None:
+        return done
+    tic = time.perf_counter()
+    dev = pick_device(device)
+    gen = seed_everything(config.seed)
+    model = _build_model(data, config).to(dev)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    history, before = _fit(model, data, config, out, dev, gen, progress)
+
+    pred, pred_center = count_bank(model, data.test, batch_size=config.eval_batch_size, device=dev, amp=config.amp,
+                                   channels_last=config.channels_last, progress=progress)
+    true, true_center = true_counts(data.test, config.crop_size)
+    predictions = pd.DataFrame({"name": data.test.names, "true": true, "pred": pred,
+                                "true_center": true_center, "pred_center": pred_center})
+    selected = {h["stage"]: h["epoch"] for h in history if h.get("selected")}  # 0 = kept the starting weights
+    metrics = {
+        **score(true, pred),
+        "evaluation": f"whole images: sum of the counts of {config.crop_size}x{config.crop_size} tiles",
+        "center": {**score(true_center, pred_center),
+                   "evaluation": f"centre {config.crop_size}x{config.crop_size} crop (the reference's protocol)"},
+        "selected_epochs": selected,
+        "wall_s": before + time.perf_counter() - tic,  # including the time before a resume
+        "produced_by": {"config": asdict(config), "inputs": data.describe, "device": str(dev),
+                        "torch": torch.__version__, "python": platform.python_version(),
+                        "fingerprints": stamp["inputs"]},
+    }
+    save_model(model, out / MODEL_FILE)
+    with atomic_open(out / PREDICTIONS_FILE, "w", newline="") as fh:
+        predictions.to_csv(fh, index=False)
+    _write_history(out, history)
+    write_json(out / METRICS_FILE, metrics)
+    (out / CHECKPOINT_FILE).unlink(missing_ok=True)
+    return metrics
+
+
+def train_run(train_dirs: Sequence[str | Path], test_dir: str | Path, out: str | Path, config: TrainConfig, *,
+              finetune_dir: str | Path | None = None, mix_with: str | Path | None = None,
+              progress: bool = True, device: str | None = None) -> dict:
+    """Pre-train on ``train_dirs``, fine-tune on ``finetune_dir``, test on ``test_dir``; write the run to ``out``.
+
+    Returns the metrics (also in ``out/metrics.json``). A finished run with the same settings
+    is returned as is; an interrupted one resumes from its last epoch.
+    """
+    if isinstance(train_dirs, (str, Path)):
+        train_dirs = [train_dirs]
+    config.validate()
+    data = load_run_data(train_dirs, test_dir, config, finetune_dir=finetune_dir, mix_with=mix_with,
+                         progress=progress)
+    return run(data, out, config, progress=progress, device=device)
+
+
+def with_overrides(config: TrainConfig, **changes) -> TrainConfig:
+    """A copy of ``config`` with ``changes`` (``None`` values ignored), validated."""
+    return replace(config, **{k: v for k, v in changes.items() if v is not None}).validate()
