@@ -1,0 +1,178 @@
+"""Every notebook, end to end: ``instlib reproduce --profile smoke`` into a temporary folder, the
+executed notebooks checked with nbval, the book built; and the ``paper`` profile's code path run
+offline with locally saved tiny models standing in for the hub ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SMOKE_BUDGET_S = 300  # DESIGN.md: the whole smoke reproduction within 5 minutes on 2 CPU cores
+
+
+def instlib(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "instlib.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def _explain(proc: subprocess.CompletedProcess) -> str:
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, float]:
+    run = tmp_path_factory.mktemp("smoke") / "run"
+    t0 = time.perf_counter()
+    proc = instlib("reproduce", "--profile", "smoke", "--out", str(run))
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0, _explain(proc)
+    return run, proc, elapsed
+
+
+def test_committed_notebooks_have_no_outputs_and_a_colab_cell():
+    assert len(NOTEBOOKS) == 6
+    for stem in NOTEBOOKS:
+        nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())
+        assert nb["metadata"]["kernelspec"]["name"] == "python3" and nb["metadata"]["language_info"]["name"]
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), stem
+        assert "google.colab" in "".join(code[0]["source"]), stem
+        assert f"blob/main/notebooks/{stem}.ipynb" in "".join(nb["cells"][0]["source"]), stem
+        assert "parameters" in code[1]["metadata"].get("tags", []), stem
+        checks = [c for c in code if "check" in c["metadata"].get("tags", [])]
+        assert len(checks) == 1 and "NBVAL_CHECK_OUTPUT" in "".join(checks[0]["source"]), stem
+
+
+def test_smoke_reproduce_prints_the_index_within_budget(smoke):
+    run, proc, elapsed = smoke
+    index = run / "book" / "_build" / "html" / "index.html"
+    assert proc.stdout.strip().splitlines()[-1] == str(index.resolve())
+    assert index.is_file()
+    print(f"instlib reproduce --profile smoke: {elapsed:.0f} s")
+    assert elapsed < 2 * SMOKE_BUDGET_S, f"smoke reproduction took {elapsed:.0f} s (budget {SMOKE_BUDGET_S} s)"
+    assert (run / "profile.yaml").is_file() and json.loads((run / "provenance.json").read_text())["versions"]
+
+
+def test_executed_notebooks_have_real_outputs_and_no_errors(smoke):
+    run, _, _ = smoke
+    for stem in NOTEBOOKS:
+        nb = json.loads((run / "notebooks" / f"{stem}.ipynb").read_text())
+        outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+        assert not [o for o in outputs if o["output_type"] == "error"], stem
+        assert any("checks passed" in "".join(o.get("text", "")) for o in outputs), stem
+        assert any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"]), stem
+        # the random-model / simulated-data banner is on every page
+        assert any("admonition warning" in "".join(o.get("data", {}).get("text/html", "")) for o in outputs), stem
+    figures = {p.stem for p in (run / "figures").glob("*.png")}
+    assert {"01_real_vs_synhc", "01_gradual", "02_loss", "03_real_synhc_inst", "03_strength_sweep", "03_ablation",
+            "03_fidelity", "04_metrics", "04_scatter", "05_mixing"} <= figures
+
+
+def test_the_book_shows_every_chapter_with_its_figures(smoke):
+    run, _, _ = smoke
+    html = run / "book" / "_build" / "html"
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]] + [ch["file"] for part in toc["parts"] for ch in part["chapters"]]
+    for f in files:
+        assert (html / f"{f}.html").is_file(), f
+    min_images = {"01_synthesize": 3, "02_style_token": 1, "03_style_transfer": 4, "04_counting": 2,
+                  "05_dacs_ablations": 1}
+    for stem, n in min_images.items():
+        page = (html / "notebooks" / f"{stem}.html").read_text()
+        assert len(re.findall(r'<img[^>]+src="[^"]+\.png"', page)) >= n, stem
+        assert "admonition warning" in page and "profile <strong>smoke</strong>" in page, stem
+        assert "Traceback" not in page, stem
+    results = (html / "notebooks" / "06_results.html").read_text()
+    assert "25.95" in results and "They do not show" in results and "git commit" in results
+    assert (html / "book" / "method.html").read_text().count("math") > 5
+
+
+def test_executed_notebooks_pass_nbval(smoke, tmp_path):
+    run, _, _ = smoke
+    ini = tmp_path / "pytest.ini"
+    ini.write_text("[pytest]\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
+                           "-c", str(ini), "--rootdir", str(run), str(run / "notebooks")],
+                          capture_output=True, text=True, timeout=900, cwd=run)
+    assert proc.returncode == 0, _explain(proc)
+    assert re.search(r"\d+ passed", proc.stdout)
+
+
+def test_an_unchanged_rerun_skips_every_notebook(smoke):
+    run, _, _ = smoke
+    proc = instlib("reproduce", "--profile", "smoke", "--out", str(run))
+    assert proc.returncode == 0, _explain(proc)
+    assert proc.stdout.count("unchanged, skipped") == len(NOTEBOOKS)
+
+
+# ---------------------------------------------------------------- the paper profile, offline
+
+
+def _fake_hub_weights(hf_home: Path, repo: str, state: dict) -> None:
+    """Put ``state`` in the Hugging Face cache as ``repo``'s model.safetensors (what timm downloads)."""
+    from safetensors.torch import save_file
+
+    root = hf_home / "hub" / ("models--" + repo.replace("/", "--"))
+    commit = "0" * 40
+    (root / "snapshots" / commit).mkdir(parents=True)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(commit)
+    save_file({k: v.contiguous() for k, v in state.items()}, root / "snapshots" / commit / "model.safetensors")
+
+
+def test_paper_profile_runs_offline_with_local_models(tmp_path):
+    import timm
+
+    from instlib.data.fetch import import_folder
+    from instlib.data.simulate import simulate
+    from instlib.style import load_components, save_components
+
+    # IDCIA as the fetcher leaves it: converted into RUN/data/idcia (the download itself needs internet)
+    run = tmp_path / "run"
+    sim = simulate(tmp_path / "sim", 12, (64, 64), (3, 30), seed=5, color="dapi", progress=False)
+    raw = tmp_path / "idcia-raw"
+    raw.mkdir()
+    for p in (sim / "images").iterdir():
+        (raw / p.name).write_bytes(p.read_bytes())
+        (raw / f"{p.stem}.csv").write_bytes((sim / "points" / f"{p.stem}.csv").read_bytes())
+    import_folder(raw, run / "data" / "idcia", source="idcia")
+    # locally saved tiny models in place of CompVis/stable-diffusion-v1-4 and openai/clip-vit-large-patch14
+    sd = save_components(load_components("tiny", device="cpu"), tmp_path / "models" / "sd")
+    # ImageNet weights for the counting backbone, from a local cache instead of the hub
+    hf_home = tmp_path / "hf"
+    _fake_hub_weights(hf_home, timm.models.get_pretrained_cfg("test_efficientnet").hf_hub_id,
+                      timm.create_model("test_efficientnet", pretrained=False).state_dict())
+
+    sets = {"diffusion_model": str(sd), "image_encoder": str(sd / "image_encoder"),
+            "count_model": "test_efficientnet", "style_steps": "3", "style_resolution": "64", "transfer_steps": "4",
+            "strength_sweep": "[0.5, 0.9]", "n_sweep": "1", "epochs": "1", "finetune_epochs": "1", "folds": "2",
+            "crop_size": "48", "mixes": "[none]", "gradual_steps": "3", "device": "cpu"}
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    proc = instlib("reproduce", "--profile", "paper", "--out", str(run), "--no-book", *args,
+                   env={"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, _explain(proc)
+
+    profile = yaml.safe_load((run / "profile.yaml").read_text())
+    assert profile["profile"] == "paper" and profile["real_data"] == "idcia" and profile["count_pretrained"] is True
+    assert (run / "data" / "real_dir.txt").read_text().startswith(str((run / "data" / "idcia").resolve()))
+    import pandas as pd
+
+    inst = pd.read_csv(run / "data" / "inst" / "manifest.csv")
+    assert len(inst) == 12 and set(inst["model"]) == {str(sd)}
+    runs = list((run / "count" / "cv" / "runs").glob("*/run.json"))
+    assert runs and all(json.loads(p.read_text())["config"]["pretrained"] for p in runs)
+    for stem in NOTEBOOKS:
+        assert (run / "notebooks" / f"{stem}.ipynb").is_file()
