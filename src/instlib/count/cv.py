@@ -17,7 +17,6 @@ run, and any shard rebuilds ``results.csv`` from every finished run it finds.
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -132,8 +131,6 @@ def cross_validate(real_dir: str | Path, out: str | Path, config: TrainConfig, *
             raise InstlibError(f"source name '{name}' may not contain '-' or '/' (it names run folders)")
     for m in mixes:
         get_mix(m)
-    if REAL in sources and any(m != "none" for m in mixes):
-        warnings.warn("mixing needs a synthetic source: 'real' runs only with mix 'none'", stacklevel=2)
     config.validate()
     out = Path(out)
     real_dir = Path(real_dir)
