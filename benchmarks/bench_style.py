@@ -100,7 +100,9 @@ def main() -> None:
     components = load_components(args.model)
     device = components.device
     # The reference keeps fp32 weights and autocasts; on a CPU both pipelines share the fp32 weights.
-    ref_components = copy.deepcopy(components).to(dtype=torch.float32) if components.dtype != torch.float32 else components
+    ref_components = components
+    if components.dtype != torch.float32:
+        ref_components = copy.deepcopy(components).to(dtype=torch.float32)
     token = new_token(components.hidden_size, base_model=args.model)
     token.block.to(device)
     config = TransferConfig(strength=args.strength, steps=args.steps, resolution=args.resolution)

@@ -31,7 +31,8 @@ def batch(tiny, token):
     styles = [random_uint8((RES, RES, 3), s) for s in (3, 4)]
     cond, uncond = style_conditioning(tiny, [token] * 2, styles)
     return {"contents": contents, "styles": styles, "cond": cond, "uncond": uncond,
-            "content": to_pixels(contents, tiny.device, tiny.dtype), "style": to_pixels(styles, tiny.device, tiny.dtype)}
+            "content": to_pixels(contents, tiny.device, tiny.dtype),
+            "style": to_pixels(styles, tiny.device, tiny.dtype)}
 
 
 def test_adain_gives_the_style_statistics():

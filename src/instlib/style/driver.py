@@ -27,7 +27,7 @@ from instlib.data.folder import (IMAGES, POINTS, Sample, manifest_name, prepare_
                                  write_manifest)
 from instlib.data.images import IMAGE_SUFFIXES, is_image_file, write_image
 from instlib.data.points import read_points
-from instlib.errors import DataError
+from instlib.errors import DataError, InstlibError
 from instlib.runs.shard import take_shard
 from instlib.style.fidelity import measure_fidelity
 from instlib.style.imaging import list_images, load_rgb
@@ -100,6 +100,19 @@ def _finished(out: Path, shard: tuple[int, int] | None) -> dict[str, dict]:
     return {str(r["name"]): r for r in rows if (out / IMAGES / f"{r['name']}.png").is_file()}
 
 
+def _provenance(sample: Sample, style: Path, token: StyleToken) -> dict:
+    # 'style' names the paired image as Syn-HC manifests do; the full paths are kept beside it.
+    return {"content": str(sample.image), "style": style.stem, "style_image": str(style),
+            "category": f"{token.category[0]}-{token.category[1]}" if token.category else ""}
+
+
+def _fidelity(styled, content, points) -> dict:
+    fid, base = measure_fidelity(styled, points), measure_fidelity(content, points)
+    return {"height": styled.shape[0], "width": styled.shape[1], "fidelity_recall": fid.recall,
+            "fidelity_spurious": fid.spurious, "fidelity_blobs": fid.blobs, "content_recall": base.recall,
+            "content_spurious": base.spurious}
+
+
 def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Path, out: str | Path,
                     components: StyleComponents, *, strength: float = 0.7, steps: int = 50, guidance: float = 10.0,
                     adain: bool = True, inversion: str = "stochastic", reference_timesteps: bool = False,
@@ -113,7 +126,7 @@ def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Pat
     config = TransferConfig(strength=strength, steps=steps, guidance=guidance, adain=adain, inversion=inversion,
                             reference_timesteps=reference_timesteps, resolution=resolution)
     if batch_size < 1:
-        raise DataError(f"batch size must be at least 1, got {batch_size}")
+        raise InstlibError(f"batch size must be at least 1, got {batch_size}")
     content_dir, token, out = Path(content_dir), Path(token), Path(out)
     samples = validate_folder(content_dir)  # every input problem surfaces before anything is written
     styles = pair_styles(content_dir, samples, style)
@@ -124,6 +137,7 @@ def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Pat
                 "token": str(token.resolve()), "token_sha256": _digest(token), "model": components.model,
                 "seed": seed, **asdict(config)}
     prepare_output(out, STAGE, settings, overwrite)
+    common = {"base_seed": seed, "model": components.model, "token": str(token), **asdict(config)}
     shard = shard if shard is not None else _default_shard()
     rows = _finished(out, shard)
     todo = [s for s in take_shard(samples, shard) if s.name not in rows]
@@ -137,17 +151,9 @@ def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Pat
         for s, img, content, image_seed_ in zip(batch, styled, contents, seeds):
             write_image(out / IMAGES / f"{s.name}.png", img)
             atomic_write_bytes(out / POINTS / f"{s.name}.csv", s.points.read_bytes())
-            pts = read_points(s.points)
-            fid, base = measure_fidelity(img, pts), measure_fidelity(content, pts)
-            t = token_of[s.name]
-            rows[s.name] = {
-                "name": s.name, "count": counts[s.name], "source": "inst", "seed": image_seed_, "base_seed": seed,
-                "content": str(s.image), "style": str(styles[s.name]), "token": str(token),
-                "category": f"{t.category[0]}-{t.category[1]}" if t.category else "", "model": components.model,
-                **asdict(config), "height": img.shape[0], "width": img.shape[1],
-                "fidelity_recall": fid.recall, "fidelity_spurious": fid.spurious, "fidelity_blobs": fid.blobs,
-                "content_recall": base.recall, "content_spurious": base.spurious,
-            }
+            rows[s.name] = {"name": s.name, "count": counts[s.name], "source": "inst", "seed": image_seed_,
+                            **common, **_provenance(s, styles[s.name], token_of[s.name]),
+                            **_fidelity(img, content, read_points(s.points))}
         write_manifest(out, list(rows.values()), shard=shard)
         bar.update(len(batch))
     bar.close()

@@ -84,7 +84,8 @@ def style_images(style_dir: str | Path, category: tuple[int, int] | None = None)
     return paths
 
 
-def _save_checkpoint(path: Path, token: StyleToken, optimizer: torch.optim.Optimizer, step: int, settings: dict) -> None:
+def _save_checkpoint(path: Path, token: StyleToken, optimizer: torch.optim.Optimizer, step: int,
+                     settings: dict) -> None:
     state = optimizer.state_dict()
     tensors = block_tensors(token)
     for idx, param_state in state["state"].items():
@@ -163,6 +164,43 @@ def _resume(out: Path, settings: dict, config: TrainConfig, overwrite: bool):
     return token, optim, step
 
 
+def _fit(components: StyleComponents, token: StyleToken, optim_state: dict | None, images: list[np.ndarray],
+         config: TrainConfig, out: Path, start: int, losses: list[tuple[int, float]], settings: dict,
+         progress: bool) -> None:
+    precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(components.dtype, "no")
+    accelerator = Accelerator(mixed_precision=precision, cpu=components.device.type == "cpu")
+    if accelerator.device != components.device:
+        components.to(accelerator.device)
+    token.block.to(accelerator.device).train()
+    optimizer = torch.optim.AdamW(token.block.parameters(), lr=config.lr)
+    if optim_state:
+        optimizer.load_state_dict(optim_state)
+    block, optimizer = accelerator.prepare(token.block, optimizer)
+    token.info = {"steps": config.steps, "lr": config.lr, "batch_size": config.batch_size * accelerator.num_processes,
+                  "resolution": config.resolution, "seed": config.seed, "images": len(images)}
+    bar = tqdm(total=config.steps, initial=start, desc=f"train {out.name}",
+               disable=not (progress and accelerator.is_main_process))
+    with torch.random.fork_rng(devices=[accelerator.device] if accelerator.device.type == "cuda" else []):
+        for step in range(start, config.steps):
+            g = _step_generator(config.seed, accelerator.process_index, step)
+            torch.manual_seed(g.initial_seed())  # dropout draws from the global RNG: seed it per step too
+            loss = _loss(components, block, images, token.placeholder, config, g)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append((step + 1, accelerator.gather(loss.detach()[None]).mean().item()))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1][1]:.4f}")
+            if accelerator.is_main_process and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
+                _save_checkpoint(checkpoint_path(out), token, optimizer, step + 1, settings)
+                _write_losses(loss_log_path(out), losses)
+    bar.close()
+    token.block.eval()
+    if accelerator.is_main_process:
+        save_token(token, out)
+    accelerator.wait_for_everyone()
+
+
 def train_style_token(style_dir: str | Path, out: str | Path, components: StyleComponents, *, steps: int,
                       lr: float = 1e-4, batch_size: int = 1, resolution: int = 512, seed: int = 0,
                       category: tuple[int, int] | None = None, checkpoint_every: int = 500, progress: bool = True,
@@ -188,42 +226,9 @@ def train_style_token(style_dir: str | Path, out: str | Path, components: StyleC
                                                       base_model=components.model, category=category, seed=seed),
                                             None, 0)
     check_token(components, token)
-    losses = _read_losses(loss_log_path(out), start) if resumed else []
-    if start == steps and out.is_file():
-        return out
-
-    precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(components.dtype, "no")
-    accelerator = Accelerator(mixed_precision=precision, cpu=components.device.type == "cpu")
-    if accelerator.device != components.device:
-        components.to(accelerator.device)
-    token.block.to(accelerator.device).train()
-    optimizer = torch.optim.AdamW(token.block.parameters(), lr=lr)
-    if optim_state:
-        optimizer.load_state_dict(optim_state)
-    block, optimizer = accelerator.prepare(token.block, optimizer)
-    token.info = {"steps": steps, "lr": lr, "batch_size": batch_size * accelerator.num_processes,
-                  "resolution": resolution, "seed": seed, "images": len(paths)}
-    bar = tqdm(total=steps, initial=start, desc=f"train {out.name}", disable=not (progress and accelerator.is_main_process))
-    rng_devices = [accelerator.device] if accelerator.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=rng_devices):  # dropout draws from the global RNG: seed it per step
-        for step in range(start, steps):
-            g = _step_generator(seed, accelerator.process_index, step)
-            torch.manual_seed(g.initial_seed())
-            loss = _loss(components, block, images, placeholder, config, g)
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad()
-            losses.append((step + 1, accelerator.gather(loss.detach()[None]).mean().item()))
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1][1]:.4f}")
-            if accelerator.is_main_process and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
-                _save_checkpoint(checkpoint_path(out), token, optimizer, step + 1, settings)
-                _write_losses(loss_log_path(out), losses)
-    bar.close()
-    token.block.eval()
-    if accelerator.is_main_process:
-        save_token(token, out)
-    accelerator.wait_for_everyone()
+    if start < steps or not out.is_file():
+        losses = _read_losses(loss_log_path(out), start) if resumed else []
+        _fit(components, token, optim_state, images, config, out, start, losses, settings, progress)
     return out
 
 

@@ -122,7 +122,8 @@ def denoise(components: StyleComponents, scheduler: DDIMScheduler, latents: torc
 
 @torch.no_grad()
 def stylize(components: StyleComponents, content: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
-            config: TransferConfig, generators: list[torch.Generator], style: torch.Tensor | None = None) -> torch.Tensor:
+            config: TransferConfig, generators: list[torch.Generator],
+            style: torch.Tensor | None = None) -> torch.Tensor:
     """Styled images ``(B, 3, H, W)`` in ``[0, 1]`` from content (and, with AdaIN, style) pixels in ``[-1, 1]``."""
     if config.adain and style is None:
         raise InstlibError("AdaIN needs the style images")
