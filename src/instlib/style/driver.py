@@ -71,12 +71,13 @@ def pair_styles(content_dir: str | Path, samples: list[Sample], style: str | Pat
     return {n: files[keys[n]] for n in keys}
 
 
-def _token_for(tokens: list[StyleToken], count: int, name: str, where: Path) -> StyleToken:
-    for token in tokens:
-        if token.covers(count):
-            return token
-    raise DataError(f"has no category token for '{name}' with {count} cells "
-                    f"(tokens cover {[t.category for t in tokens]})", where)
+def _token_for(tokens: list[StyleToken], count: int) -> StyleToken:
+    """The token whose category covers ``count``; else the one with the nearest range (a count outside
+    every category the style images had, e.g. in a gradual Syn-HC series); the manifest records which."""
+    def distance(token: StyleToken) -> int:
+        return 0 if token.covers(count) else min(abs(count - token.category[0]), abs(count - token.category[1]))
+
+    return min(tokens, key=distance)
 
 
 def _digest(path: Path) -> str:
@@ -121,7 +122,7 @@ def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Pat
     """Style every image of ``content_dir`` with its paired style image; write the folder format to ``out``.
 
     ``token``: a token file, or a folder of category tokens (each image gets the one covering its
-    count). Results are the same for any ``batch_size`` and ``shard``. Returns ``out``.
+    count, or the nearest). Results are the same for any ``batch_size`` and ``shard``. Returns ``out``.
     """
     config = TransferConfig(strength=strength, steps=steps, guidance=guidance, adain=adain, inversion=inversion,
                             reference_timesteps=reference_timesteps, resolution=resolution)
@@ -132,7 +133,7 @@ def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Pat
     styles = pair_styles(content_dir, samples, style)
     tokens = load_tokens(token, components.device)
     counts = {s.name: len(read_points(s.points)) for s in samples}
-    token_of = {n: _token_for(tokens, c, n, token) for n, c in counts.items()}
+    token_of = {n: _token_for(tokens, c) for n, c in counts.items()}
     settings = {"content": str(content_dir.resolve()), "style": str(Path(style).resolve()),
                 "token": str(token.resolve()), "token_sha256": _digest(token), "model": components.model,
                 "seed": seed, **asdict(config)}
