@@ -107,6 +107,12 @@ def test_undeclared_profile_parameter_is_a_clear_error(project, tmp_path):
     assert _log(tmp_path / "run") == []
 
 
+def test_a_notebook_must_declare_profile_and_run_dir(project, tmp_path):
+    bad = write_notebook(project / "notebooks" / "04_bad.ipynb", "x = 1\n", params='profile = "demo"\nn_real = 3\n')
+    with pytest.raises(InstlibError, match="04_bad.ipynb.*does not declare run_dir"):
+        rp.notebook_parameters(bad, SMOKE, tmp_path)
+
+
 def test_no_parameters_cell_is_an_error(project, tmp_path):
     nb = nbformat.read(project / "notebooks" / "03_third.ipynb", as_version=4)
     nb.cells[1].metadata["tags"] = []
