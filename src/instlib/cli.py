@@ -359,7 +359,8 @@ def count_cv(
 def reproduce_cmd(
     profile: Annotated[str, typer.Option(help="smoke (CI, < 5 min), demo (laptop, < 20 min) or paper (GPU).")] = "demo",
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/PROFILE).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Run every notebook again, even unchanged ones.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run every notebook again, even unchanged ones (finished "
+                                        "work in the run folder is still reused; delete the folder to redo it).")] = False,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", metavar="KEY=VALUE", help="Override a profile field, e.g. --set diffusion_model=/models/sd14 "
                                            "(repeatable; --show lists the fields).")] = None,
@@ -368,8 +369,7 @@ def reproduce_cmd(
 ) -> None:
     """Execute every notebook under a profile with papermill, then build the book (RUN/book/_build/html).
 
-    Notebooks whose inputs did not change since the last successful run are skipped; after a
-    failure the same command resumes from the notebook that failed.
+    Notebooks whose inputs did not change since the last successful run are skipped; after a failure the same command resumes from the notebook that failed.
     """
     from instlib.runs.profiles import get_profile, parse_overrides, resolve_models
     from instlib.runs.reproduce import reproduce
