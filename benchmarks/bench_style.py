@@ -92,7 +92,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--strength", type=float, default=0.7)
     p.add_argument("--peak-tflops", type=float, default=None, help="Device peak for the utilisation figure.")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: PyTorch's choice).")
+    # One CPU thread by default: the tiny model's ops are too small for threads to pay, and on a shared
+    # machine spinning OpenMP threads slow both pipelines unevenly, which distorts the ratio.
+    p.add_argument("--threads", type=int, default=None if cuda else 1, help="CPU threads (0: PyTorch's choice).")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,7 +126,8 @@ def main() -> None:
     t_batched = timed(lambda: [batched(i, min(i + b, args.images)) for i in range(0, args.images, b)], device)
     t_reference = timed(lambda: [reference(i) for i in range(args.images)], device)
 
-    where = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    where = torch.cuda.get_device_name(device) if cuda else f"CPU ({threads} thread{'s' * (threads != 1)})"
     print(f"model {args.model}, {args.resolution} x {args.resolution}, {args.images} images, strength "
           f"{args.strength}, {args.steps} DDIM steps ({int(args.steps * args.strength)} run), guidance 10, on {where}")
     if not cuda:
