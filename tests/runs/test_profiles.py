@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -93,3 +94,22 @@ def test_cli_show_and_errors():
     assert res.exit_code != 0 and "valid profiles: smoke, demo, paper" in str(res.exception)
     res = runner.invoke(app, ["reproduce", "--profile", "smoke", "--set", "bogus=1", "--show"])
     assert res.exit_code != 0 and "bogus" in str(res.exception) and "valid ones" in str(res.exception)
+
+
+def test_cached_sd14_is_found_offline_in_the_hub_cache(tmp_path):
+    def put(repo: str, files: list[str]) -> Path:
+        root = tmp_path / ("models--" + repo.replace("/", "--"))
+        snap = root / "snapshots" / ("1" * 40)
+        for f in files:
+            (snap / f).parent.mkdir(parents=True, exist_ok=True)
+            (snap / f).write_text("{}")
+        (root / "refs").mkdir(exist_ok=True)
+        (root / "refs" / "main").write_text("1" * 40)
+        return snap
+
+    sd_files = ["unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
+                "text_encoder/config.json", "tokenizer/vocab.json"]
+    snap = put(prof.SD14, sd_files)
+    assert prof.cached_sd14(str(tmp_path)) is None  # CLIP ViT-L/14 is missing
+    put(prof.CLIP_L14, ["config.json"])
+    assert prof.cached_sd14(str(tmp_path)) == str(snap)

@@ -282,18 +282,21 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-def cached_sd14() -> str | None:
-    """The local folder of a cached Stable Diffusion v1.4 snapshot, without touching the network."""
+def cached_sd14(cache_dir: str | None = None) -> str | None:
+    """The local folder of a cached Stable Diffusion v1.4 snapshot (with CLIP ViT-L/14 cached too),
+    found without touching the network; None when either is missing."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover
         return None
-    needed = ["model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json"]
-    found = [try_to_load_from_cache(SD14, f) for f in needed]
+    needed = [(SD14, f) for f in ("unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                                  "vae/config.json", "text_encoder/config.json", "tokenizer/vocab.json")]
+    needed.append((CLIP_L14, "config.json"))  # the image encoder the style token needs
+    found = [try_to_load_from_cache(repo, f, cache_dir=cache_dir) for repo, f in needed]
     if all(isinstance(p, str) for p in found):
         from pathlib import Path
 
-        return str(Path(found[0]).parent)
+        return str(Path(found[0]).parent.parent)
     return None
 
 
