@@ -159,7 +159,7 @@ def test_paper_profile_runs_offline_with_local_models(tmp_path):
     sets = {"diffusion_model": str(sd), "image_encoder": str(sd / "image_encoder"),
             "count_model": "test_efficientnet", "style_steps": "3", "style_resolution": "64", "transfer_steps": "4",
             "strength_sweep": "[0.5, 0.9]", "n_sweep": "1", "epochs": "1", "finetune_epochs": "1", "folds": "2",
-            "crop_size": "48", "mixes": "[none]", "gradual_steps": "3", "device": "cpu"}
+            "crop_size": "32", "mixes": "[none]", "gradual_steps": "3", "device": "cpu"}
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     proc = instlib("reproduce", "--profile", "paper", "--out", str(run), "--no-book", *args,
                    env={"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"})

@@ -222,7 +222,7 @@ SMOKE = Profile(
     style_steps=20, style_resolution=64, transfer_strength=0.7, transfer_steps=10, guidance=10.0,
     strength_sweep=(0.3, 0.7, 0.9), n_sweep=2,
     count_model="test_efficientnet", count_pretrained=False, epochs=1, finetune_epochs=1,
-    count_batch_size=8, crop_size=48, folds=2, seeds=(42,), mixes=("none", "cutmix", "dacs"),
+    count_batch_size=8, crop_size=32, folds=2, seeds=(42,), mixes=("none", "cutmix", "dacs"),
     cell200=None, device="cpu",
 )
 
@@ -232,12 +232,12 @@ DEMO = Profile(
                 "model), simulated fluorescence images as the real domain, a small EfficientNet-B0 "
                 "grid. Shows the whole pipeline and its figures; its numbers are not the paper's.",
     budget="under 20 minutes on 2 CPU cores, offline",
-    real_data="simulate", n_real=40, image_size=128, cells=(5, 80), cell_size=11, gradual_steps=6,
+    real_data="simulate", n_real=36, image_size=128, cells=(5, 80), cell_size=11, gradual_steps=6,
     diffusion_model="auto", image_encoder=None, density_categories=((0, 29), (30, 100_000)),
-    style_steps=60, style_resolution=128, transfer_strength=0.7, transfer_steps=20, guidance=10.0,
-    strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=3,
-    count_model="efficientnet_b0", count_pretrained=False, epochs=2, finetune_epochs=2,
-    count_batch_size=8, crop_size=96, folds=5, seeds=(42,), mixes=("none", "cutmix", "dacs"),
+    style_steps=50, style_resolution=128, transfer_strength=0.7, transfer_steps=16, guidance=10.0,
+    strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=2,
+    count_model="efficientnet_b0", count_pretrained=False, epochs=3, finetune_epochs=3,
+    count_batch_size=8, crop_size=64, folds=5, seeds=(42,), mixes=("none", "cutmix", "dacs"),
     cell200=None, device=None,
 )
 
