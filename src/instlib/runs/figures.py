@@ -92,8 +92,22 @@ def image_grid(rows: Sequence[Sequence[tuple[np.ndarray, np.ndarray | None, str]
 
 
 def gallery(folders: Mapping[str, str | Path], names: Sequence[str], *, points: bool = False,
-            size: float = 2.0, stretch: bool = False, title: str | None = None):
-    """One row per folder (label -> folder), one column per image name; counts in the captions."""
+            size: float = 2.0, stretch: bool = False, title: str | None = None, columns: str = "names"):
+    """Images of several folders side by side (label -> folder), with their counts.
+
+    ``columns="names"``: one row per folder, one column per image name. ``columns="folders"``: one
+    column per folder (labelled on top), one row per image name (better for many variants).
+    """
+    if columns == "folders":
+        rows, labels = [], []
+        for name in names:
+            row = []
+            for i, (label, folder) in enumerate(folders.items()):
+                img, pts = load(folder, name)
+                row.append((img, pts if points else None, label if not rows else ""))
+            rows.append(row)
+            labels.append(f"{name}\n{cells(len(pts))}")
+        return image_grid(rows, labels, size=size, stretch=stretch, title=title)
     rows = []
     for folder in folders.values():
         row = []
