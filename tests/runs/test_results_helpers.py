@@ -1,0 +1,102 @@
+"""The paper's numbers as data, the results summary, and the notebook helpers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from instlib.errors import InstlibError
+from instlib.runs import results
+from instlib.runs.layout import RunLayout
+from instlib.runs.notebook import banner, describe, pick_names, prepare_real, real_folder, subset
+from instlib.runs.profiles import get_profile
+
+
+def _summary(**mae: float) -> pd.DataFrame:
+    rows = [{"source": s, "mix": "none", "mae_mean": v, "mae_std": 1.0, "rmse_mean": v + 2, "rmse_std": 1.5,
+             "acp_mean": 10.0, "acp_std": 2.0, "runs": 5} for s, v in mae.items()]
+    return pd.DataFrame(rows)
+
+
+def test_paper_results_are_the_published_numbers():
+    df = results.paper_results().set_index(["source", "mix"])
+    assert df.loc[("InST", "none"), "value"] == 25.95 and df.loc[("InST", "none"), "exact"]
+    assert df.loc[("real", "none"), "value"] == 27.74
+    assert df.loc[("Cell200-s", "none"), "value"] == 53.70
+    synhc = df.loc[("Syn-HC", "none")]
+    assert not synhc["exact"] and math.isclose(synhc["value"], 25.95 / (1 - 0.37), abs_tol=0.01)
+    assert math.isnan(df.loc[("InST", "cutmix"), "value"]) and not df.loc[("InST", "cutmix"), "exact"]
+
+
+def test_labels_and_order_of_sources():
+    df = results.label_sources(pd.DataFrame({"source": ["inst", "real", "synhc", "inst"],
+                                             "mix": ["dacs", "none", "none", "none"]}))
+    assert list(df["source"]) == ["real", "Syn-HC", "InST", "InST"] and list(df["mix"])[-2:] == ["none", "dacs"]
+
+
+def test_beside_paper_marks_derived_and_missing_numbers():
+    table = results.beside_paper(_summary(real=10.0, **{"Syn-HC": 12.0, "InST": 9.0}))
+    assert table.loc["InST", "this run: MAE"] == "9.00 ± 1.00"
+    assert table.loc["InST", "paper: MAE"] == "25.95"
+    assert table.loc["Syn-HC", "paper: MAE"] == "~41 (derived)"
+    assert table.loc["Cell200-s", "this run: MAE"] == "not run"
+
+
+def test_statement_is_plain_about_what_a_smoke_run_cannot_show():
+    smoke = get_profile("smoke")
+    shows, not_shows = results.statement(_summary(real=10.0, **{"Syn-HC": 12.0, "InST": 11.5}), smoke,
+                                         cell200=False)
+    assert "about the same" not in shows[0] and "4% lower" in shows[0] and "does not separate" in shows[0]
+    text = " ".join(not_shows)
+    assert "random weights" in text and "simulator" in text and "One seed" in text and "Cell200-s" in text
+    shows, _ = results.statement(_summary(**{"Syn-HC": 40.0, "InST": 20.0}), smoke)
+    assert "50% lower" in shows[0] and "does not separate" not in shows[0]
+    paper = get_profile("paper", seeds=[1, 2, 3])
+    _, not_shows = results.statement(_summary(**{"Syn-HC": 40.0, "InST": 26.0}), paper, cell200=True)
+    assert not_shows and "random" not in " ".join(not_shows)
+
+
+def test_metrics_table_and_finite_check():
+    s = _summary(real=10.0, InST=9.0)
+    t = results.metrics_table(s)
+    assert t.loc["real", "MAE"] == "10.00 ± 1.00" and t.loc["real", "runs"] == 5
+    assert results.finite_metrics(s)
+    s.loc[0, "mae_mean"] = np.nan
+    assert not results.finite_metrics(s)
+
+
+def test_banner_and_description_follow_the_profile():
+    smoke = get_profile("smoke")
+    box = banner(smoke)
+    assert box is not None and "random weights" in box._repr_html_() and "simulator" in box._repr_html_()
+    assert 'class="admonition warning"' in box._repr_html_()
+    assert banner(get_profile("paper")) is None
+    assert banner(get_profile("paper", diffusion_model="sd14-random")) is not None
+    line = describe(smoke)
+    assert "profile **smoke**" in line and "12 images of 64 px" in line and "test_efficientnet" in line
+
+
+def test_real_data_from_a_folder_subset_and_pointer(tmp_path):
+    from instlib.data import list_samples
+    from instlib.data.simulate import simulate
+
+    src = simulate(tmp_path / "mine", 10, (32, 32), (0, 12), seed=1, progress=False)
+    run = RunLayout(tmp_path / "run")
+    with pytest.raises(InstlibError, match="run notebook 01_synthesize first"):
+        real_folder(get_profile("smoke"), run)
+    # a user's folder is used in place when it has no more images than asked for
+    p = get_profile("smoke", real_data=str(src), n_real=0)
+    assert prepare_real(p, run) == src.resolve() and real_folder(p, run) == src.resolve()
+    # ... and subset evenly over the counts otherwise
+    p4 = get_profile("smoke", real_data=str(src), n_real=4)
+    sub = prepare_real(p4, run)
+    counts = sorted(s.count() for s in list_samples(src))
+    picked = sorted(s.count() for s in list_samples(sub))
+    assert sub == run.real.resolve() and len(picked) == 4 and picked[0] == counts[0] and picked[-1] == counts[-1]
+    with pytest.raises(InstlibError, match="real_data='simulate'"):
+        real_folder(get_profile("smoke"), run)
+    assert len(pick_names(src, 3)) == 3 and len(pick_names(src, 30)) == 10
+    assert subset(src, tmp_path / "two", 2).is_dir()
