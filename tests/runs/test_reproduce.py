@@ -193,3 +193,19 @@ def test_book_warnings_are_errors(project, tmp_path):
     (project / "book" / "intro.md").write_text("# Intro\n\nA [broken link](missing.md).\n")
     with pytest.raises(InstlibError, match="book did not build"):
         rp.reproduce("smoke", tmp_path / "run", project=project, echo=lambda m: None, progress=False)
+
+
+def test_the_repository_book_builds_from_the_repository(tmp_path):
+    """_config.yml/_toc.yml at the root build the book from the committed (unexecuted) notebooks, -W."""
+    import shutil
+
+    root = Path(__file__).resolve().parents[2]
+    src = tmp_path / "repo"
+    src.mkdir()
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(root / name, src / name)
+    shutil.copytree(root / "book", src / "book", ignore=shutil.ignore_patterns("_build"))
+    shutil.copytree(root / "notebooks", src / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    index = rp.build_book(src, echo=lambda m: None)
+    assert index.is_file()
+    assert (src / "_build" / "html" / "notebooks" / "04_counting.html").is_file()
