@@ -44,6 +44,8 @@ RUN_PARAMETERS = ("profile", "run_dir")
 BOOK_FILES = ("_config.yml", "_toc.yml")
 BOOK_DIR = "book"
 NOTEBOOK_DIR = "notebooks"
+#: The kernel's own log (not the notebook's output) at ERROR: its start-up chatter would bury the progress.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,8 @@ def execute_notebooks(profile: Profile, run_dir: str | Path, *, notebooks: list[
             with _kernel_env(TQDM_DISABLE="1", MPLBACKEND="module://matplotlib_inline.backend_inline",
                              PYTHONWARNINGS="ignore"):
                 papermill.execute_notebook(str(nb), str(out), parameters=params, kernel_name=kernel_name,
-                                           progress_bar=bar, cwd=str(cwd or nb.parent), log_output=False)
+                                           progress_bar=bar, cwd=str(cwd or nb.parent), log_output=False,
+                                           extra_arguments=KERNEL_ARGUMENTS)
         except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
             raise _failure(name, exc, out) from exc
         dt = time.perf_counter() - t0
