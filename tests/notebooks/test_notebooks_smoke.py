@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from IPython.core.inputtransformer2 import TransformerManager
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +53,8 @@ def test_committed_notebooks_have_no_outputs_and_a_colab_cell():
         assert "google.colab" in "".join(code[0]["source"]), stem
         assert f"blob/main/notebooks/{stem}.ipynb" in "".join(nb["cells"][0]["source"]), stem
         assert "parameters" in code[1]["metadata"].get("tags", []), stem
+        for c in code:  # every cell is valid IPython (a syntax error would only show up after minutes of work)
+            compile(TransformerManager().transform_cell("".join(c["source"])), f"{stem}:{c['id']}", "exec")
         checks = [c for c in code if "check" in c["metadata"].get("tags", [])]
         assert len(checks) == 1 and "NBVAL_CHECK_OUTPUT" in "".join(checks[0]["source"]), stem
 
