@@ -134,15 +134,13 @@ def cross_validate(real_dir: str | Path, out: str | Path, config: TrainConfig, *
     config.validate()
     out = Path(out)
     real_dir = Path(real_dir)
-    real_samples = list_samples(real_dir)
-    _claim(out, {"real": str(real_dir.resolve()), "folds": folds, "fold_seed": FOLD_SEED,
-                 "config": {k: v for k, v in asdict(config).items() if k not in ("seed", "mix")}})
-
-    real = load_bank(real_samples, progress=progress, desc="decode real")
+    real = load_bank(list_samples(real_dir), progress=progress, desc="decode real")
     try:
         splits = stratified_kfold(real.counts().numpy(), n_folds=folds, seed=FOLD_SEED)
     except ValueError as exc:
         raise DataError(str(exc), real_dir) from exc
+    _claim(out, {"real": str(real_dir.resolve()), "folds": folds, "fold_seed": FOLD_SEED,
+                 "config": {k: v for k, v in asdict(config).items() if k not in ("seed", "mix")}})
     jobs = take_shard(grid(list(sources), list(mixes), folds, list(seeds)), shard)
     banks: dict[str, ImageBank] = {}
     for job in tqdm(jobs, desc="cv", unit="run", disable=not progress):

@@ -22,6 +22,7 @@ import torch
 
 from instlib.count.model import CountModel
 from instlib.count.pipeline import Batch
+from instlib.errors import InstlibError
 
 
 def half_area_masks(n: int, size: int, gen: torch.Generator, prob: float, device="cpu") -> torch.Tensor:
@@ -122,8 +123,6 @@ MIXES: dict[str, NoMix] = {m.name: m for m in (NoMix(), CutMix(), DACS())}
 
 def get_mix(name: str) -> NoMix:
     """The mixing strategy registered as ``name``."""
-    from instlib.errors import InstlibError
-
     if name not in MIXES:
         raise InstlibError(f"unknown mixing strategy '{name}'; choose one of {', '.join(MIXES)}")
     return MIXES[name]

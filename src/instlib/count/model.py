@@ -133,10 +133,11 @@ def create_backbone(name: str, pretrained: bool) -> nn.Module:
     if not timm.is_model(name):
         raise InstlibError(f"'{name}' is not a timm model (for example efficientnet_b0, mobilenetv3_small_050, "
                            "or test_efficientnet for quick tests)")
-    if pretrained:
-        _check_weights_reachable(name)
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
+    _check_weights_reachable(name)
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="")
+        return timm.create_model(name, pretrained=True, num_classes=0, global_pool="")
     except (OSError, RuntimeError, ValueError) as exc:  # download or cache failures
         raise InstlibError(f"cannot load ImageNet weights for '{name}': {exc}; pass --no-pretrained "
                            "(pretrained=False) to start from scratch") from exc

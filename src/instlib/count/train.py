@@ -90,8 +90,13 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "crop_size", "crops_per_image", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise InstlibError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_steps", "max_images"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise InstlibError(f"{name} must be at least 1 (or None for no cap), got {getattr(self, name)}")
         if self.finetune_epochs < 0 or not 0 < self.val_fraction < 1 or not 0 <= self.zero_keep <= 1:
             raise InstlibError("need finetune_epochs >= 0, 0 < val_fraction < 1 and 0 <= zero_keep <= 1")
+        if self.mix_prob is not None and not 0 <= self.mix_prob <= 1:
+            raise InstlibError(f"mix_prob must lie in [0, 1], got {self.mix_prob}")
         return self
 
 
