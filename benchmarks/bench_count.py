@@ -14,7 +14,7 @@ report images/s through data pipeline + forward + backward + step.
 
 On a GPU it also reports instlib's images/s with bf16 autocast and with channels-last.
 
-Run:  python benchmarks/bench_count.py            (about 3 minutes on 2 CPU cores)
+Run:  python benchmarks/bench_count.py            (about a minute on 2 idle CPU cores; --threads 1 on a busy one)
       python benchmarks/bench_count.py --model test_efficientnet --crop 64 --rounds 2   (seconds)
 """
 
@@ -101,6 +101,8 @@ def reference_steps(model, loader_iter, opt, n_steps: int, device, channels_last
         loss.backward()
         opt.step()
         images += len(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return images
 
 
