@@ -156,7 +156,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tic = time.perf_counter()
         root = make_data(Path(tmp), args.images, (768, 1024))
-        print(f"data: {args.images} RGB TIFFs of 768 x 1024 with 7-300 cells ({time.perf_counter() - tic:.0f} s to make)")
+        made = time.perf_counter() - tic
+        print(f"data: {args.images} RGB TIFFs of 768 x 1024 with 7-300 cells ({made:.0f} s to make)")
 
         tic = time.perf_counter()
         bank = load_bank(list_samples(root))
@@ -200,7 +201,8 @@ def main() -> None:
                     instlib_steps(m, bank, o, 3, args.batch, args.crop, gen, device, cl, amp)
                     ips = timed(lambda: instlib_steps(m, bank, o, 4 * args.steps, args.batch, args.crop, gen,
                                                       device, cl, amp))
-                    print(f"  {'channels_last' if cl else 'NCHW         '} {'bf16' if amp else 'fp32'}  {ips:8.1f} img/s")
+                    layout = "channels_last" if cl else "NCHW"
+                    print(f"  {layout:13s} {'bf16' if amp else 'fp32'}  {ips:8.1f} img/s")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Every image is decoded once into a ``uint8 (C, H, W)`` tensor (C = 1 or 3; grays
 to RGB only when a crop is cut). Points of all images sit in one ``(P, 2)`` tensor with per-image
 offsets, so the cell count of any batch of boxes, and their dot maps, come from one vectorised
 point-in-box test instead of per-crop connected components. Flips, 90-degree rotations and colour
-jitter run on whole batches of tensors, on the GPU when there is one.
+jitter run on the batch's tensors (on the GPU when there is one), with the random draws per batch.
 
 Boxes are ``size x size`` at ``(top, left)``; an image smaller than the box is padded with zeros
 (black background) to the right and bottom, so every crop has the same shape.
@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from instlib.data.folder import Sample
 from instlib.data.images import read_image, to_uint8
+from instlib.data.maps import center_box
 from instlib.data.points import read_points
 
 
@@ -305,6 +306,7 @@ class Batch:
 
     @property
     def counts(self) -> torch.Tensor:
+        """``(B,)`` cell counts: the sums of the label maps."""
         if self.maps is None:
             raise RuntimeError("unlabelled batch")
         return self.maps.sum(dim=(1, 2, 3))
@@ -337,13 +339,8 @@ def image_tiles(image: torch.Tensor, size: int) -> torch.Tensor:
     return tiles.permute(1, 2, 0, 3, 4).reshape(-1, 3, size, size)
 
 
-def center_box(shape: tuple[int, int], size: int) -> tuple[int, int]:
-    """``(top, left)`` of the centred ``size x size`` box (0 along an axis shorter than ``size``)."""
-    return max(0, (shape[0] - size) // 2), max(0, (shape[1] - size) // 2)
-
-
 def center_crops(bank: ImageBank, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(tops, lefts, crops)`` of the centred box of every image (the reference's evaluation)."""
-    tl = torch.tensor([center_box(tuple(s), size) for s in bank.shapes.tolist()], dtype=torch.int64).reshape(-1, 2)
+    tl = torch.tensor([center_box(tuple(s), size)[:2] for s in bank.shapes.tolist()], dtype=torch.int64).reshape(-1, 2)
     idx = torch.arange(len(bank))
     return tl[:, 0], tl[:, 1], crop_images(bank, idx, tl[:, 0], tl[:, 1], size)
