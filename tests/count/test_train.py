@@ -198,3 +198,18 @@ def test_determinism_does_not_depend_on_the_global_seed(folders, tmp_path):
     torch.manual_seed(456)
     b = train_run([folders["real"]], folders["test"], tmp_path / "b", tiny_config(epochs=1), progress=False)
     assert a["mae"] == b["mae"]
+
+
+def test_missing_imagenet_weights_fail_before_any_decoding(folders, tmp_path, monkeypatch):
+    from instlib.count import cv, model
+
+    monkeypatch.setattr(model, "_weights_cached", lambda name: False)
+    monkeypatch.setattr(model, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(train, "load_bank", lambda *a, **k: pytest.fail("decoded images first"))
+    monkeypatch.setattr(cv, "load_bank", lambda *a, **k: pytest.fail("decoded images first"))
+    config = tiny_config(model="efficientnet_b0", pretrained=True)
+    with pytest.raises(InstlibError, match="ImageNet weights for 'efficientnet_b0'"):
+        train_run([folders["real"]], folders["test"], tmp_path / "run", config, progress=False)
+    with pytest.raises(InstlibError, match="ImageNet weights"):
+        cv.cross_validate(folders["real"], tmp_path / "cv", config, progress=False)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cv").exists()

@@ -25,6 +25,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from instlib.count.mix import get_mix
+from instlib.count.model import check_backbone
 from instlib.count.pipeline import ImageBank, load_bank
 from instlib.count.train import RunData, TrainConfig, read_json, run, source_samples, validation_split, write_json
 from instlib.data.atomic import atomic_open
@@ -132,6 +133,7 @@ def cross_validate(real_dir: str | Path, out: str | Path, config: TrainConfig, *
     for m in mixes:
         get_mix(m)
     config.validate()
+    check_backbone(config.model, config.pretrained)
     out = Path(out)
     real_dir = Path(real_dir)
     real = load_bank(list_samples(real_dir), progress=progress, desc="decode real")

@@ -126,16 +126,27 @@ def grid_to_pixels(cells: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 # ---------------------------------------------------------------- backbones
 
 
-def create_backbone(name: str, pretrained: bool) -> nn.Module:
-    """A ``timm`` feature extractor (no classifier, no pooling); ImageNet weights if ``pretrained``."""
+def check_backbone(name: str, pretrained: bool) -> None:
+    """Raise :class:`InstlibError` at once if ``name`` is no timm model or its ImageNet weights are out of reach."""
     import timm
 
     if not timm.is_model(name):
         raise InstlibError(f"'{name}' is not a timm model (for example efficientnet_b0, mobilenetv3_small_050, "
                            "or test_efficientnet for quick tests)")
+    # Offline, fail now rather than after the hub client's retries and timeouts.
+    if pretrained and not _weights_cached(name) and not _hub_reachable():
+        raise InstlibError(f"ImageNet weights for '{name}' are not in the local cache and huggingface.co cannot "
+                           "be reached (offline?); run once with internet access to cache them, or pass "
+                           "--no-pretrained (pretrained=False) to start from scratch")
+
+
+def create_backbone(name: str, pretrained: bool) -> nn.Module:
+    """A ``timm`` feature extractor (no classifier, no pooling); ImageNet weights if ``pretrained``."""
+    import timm
+
+    check_backbone(name, pretrained)
     if not pretrained:
         return timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
-    _check_weights_reachable(name)
     try:
         return timm.create_model(name, pretrained=True, num_classes=0, global_pool="")
     except (OSError, RuntimeError, ValueError) as exc:  # download or cache failures
@@ -167,14 +178,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return True
     except OSError:
         return False
-
-
-def _check_weights_reachable(name: str) -> None:
-    # Fail at once rather than after the hub client's retries and timeouts.
-    if not _weights_cached(name) and not _hub_reachable():
-        raise InstlibError(f"ImageNet weights for '{name}' are not in the local cache and huggingface.co cannot "
-                           "be reached (offline?); run once with internet access to cache them, or pass "
-                           "--no-pretrained (pretrained=False) to start from scratch")
 
 
 # ---------------------------------------------------------------- files

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from instlib.count.metrics import score
 from instlib.count.mix import get_mix
-from instlib.count.model import NORMS, CountModel, ModelSpec, save_model
+from instlib.count.model import NORMS, CountModel, ModelSpec, check_backbone, save_model
 from instlib.count.pipeline import (ImageBank, Jitter, channel_stats, concat_banks, epoch_indices, load_bank,
                                     make_batch, steps_per_epoch)
 from instlib.count.predict import MODEL_FILE, check_channels, count_bank, folder_samples, true_counts
@@ -438,6 +438,7 @@ def train_run(train_dirs: Sequence[str | Path], test_dir: str | Path, out: str |
     if isinstance(train_dirs, (str, Path)):
         train_dirs = [train_dirs]
     config.validate()
+    check_backbone(config.model, config.pretrained)  # before minutes of decoding
     data = load_run_data(train_dirs, test_dir, config, finetune_dir=finetune_dir, mix_with=mix_with,
                          progress=progress)
     return run(data, out, config, progress=progress, device=device)
