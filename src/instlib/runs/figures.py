@@ -171,8 +171,11 @@ def metric_bars(summary: pd.DataFrame, *, x: str = "source", hue: str | None = N
         ax.set_xlabel("")
         ax.set_ylabel(labels.get(m, m))
         ax.tick_params(axis="x", rotation=20)
-        if hue and ax is not axes[0][-1] and ax.get_legend():
+        if hue and ax.get_legend():
             ax.get_legend().remove()
+    if hue:
+        handles, labels_ = axes[0][-1].get_legend_handles_labels()
+        axes[0][-1].legend(handles, labels_, title=hue, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
