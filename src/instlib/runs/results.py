@@ -118,8 +118,10 @@ def statement(summary: pd.DataFrame, profile: Profile, *, cell200: bool | None =
                         "does not separate the two."))
     if inst and real:
         better = inst[0] < real[0]
+        separated = abs(inst[0] - real[0]) > inst[1] + real[1]
         shows.append(f"Against real data only ({mean_std(*real)}), InST pre-training was "
-                     f"{'better' if better else 'not better'} in this run (the paper: 25.95 against 27.74).")
+                     f"{'better' if better else 'not better'} in this run (the paper: 25.95 against 27.74)."
+                     + ("" if separated else " This difference, too, is within the spread over folds."))
     if not shows:
         shows.append("This run has no counting results to compare.")
     if profile.random_diffusion:
@@ -139,6 +141,10 @@ def statement(summary: pd.DataFrame, profile: Profile, *, cell200: bool | None =
     if small:
         not_shows.append("The counting models are far from converged settings (" + "; ".join(small) + "), so "
                          "the absolute errors mostly measure the budget, not the data source.")
+    if real and profile.finetune_epochs > 0:
+        not_shows.append(f"Real-only runs train for {profile.epochs} epochs; runs with a pre-training source "
+                         f"train for {profile.epochs} + {profile.finetune_epochs}, so part of any gain over "
+                         "real-only can be the longer training.")
     if len(profile.seeds) < 2:
         not_shows.append("One seed: the ± is the spread over folds only, not over training randomness.")
     if cell200 is False:
