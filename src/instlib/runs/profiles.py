@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import yaml
@@ -97,12 +97,12 @@ class Profile:
     device: str | None = None
     """``cpu``, ``cuda``, ... ; None picks the GPU when there is one."""
     workers: int = 1
-    extra: dict = field(default_factory=dict, compare=False, repr=False)
+    """Processes for Syn-HC generation (the output does not depend on it)."""
 
     # ------------------------------------------------------------------------------------------
     @classmethod
     def field_names(cls) -> list[str]:
-        """The names users can set (everything but ``name``, ``description``, ``budget``, ``extra``)."""
+        """The names users can set (everything but ``name``, ``description``, ``budget``)."""
         return [f.name for f in fields(cls) if f.name not in _META]
 
     def replace(self, **overrides: Any) -> "Profile":
@@ -138,7 +138,7 @@ class Profile:
         return yaml.safe_dump({"profile": self.name, **self.parameters()}, sort_keys=False)
 
 
-_META = {"name", "description", "budget", "extra"}
+_META = {"name", "description", "budget"}
 
 
 def _plain(v: Any) -> Any:
