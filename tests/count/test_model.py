@@ -26,6 +26,14 @@ def test_heads_and_shapes():
     assert _model()(torch.rand(2, 3, 48, 48))[1] is None
 
 
+def test_backbones_whose_classifier_has_its_own_head_layers():
+    # MobileNetV3 keeps a conv_head (288 -> 1024 channels) outside its feature extractor.
+    torch.manual_seed(0)
+    m = CountModel(ModelSpec(backbone="mobilenetv3_small_050", crop_size=64, density=True)).eval()
+    count, density = m(torch.rand(2, 3, 64, 64))
+    assert count.shape == (2,) and density.shape[:2] == (2, 1)
+
+
 @pytest.mark.parametrize("size,grid", [(48, (2, 2)), (200, (7, 7)), (64, (3, 5))])
 def test_grid_pooling_partitions_pixels_exactly(size, grid):
     maps = torch.rand(2, 1, size, size)

@@ -73,7 +73,9 @@ class CountModel(nn.Module):
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        feats = self.backbone((x - self.mean) / self.std)
+        # forward_features gives the last feature map with num_features channels for every timm
+        # backbone; calling the model would also run heads such as MobileNetV3's conv_head.
+        feats = self.backbone.forward_features((x - self.mean) / self.std)
         count = self.head(feats.mean(dim=(2, 3))).squeeze(1)
         density = F.softplus(self.density_head(feats)) if self.density_head is not None else None
         return count, density
