@@ -21,7 +21,7 @@ import pooch
 
 from instlib.data.atomic import atomic_path
 from instlib.data.folder import IMAGES, POINTS, prepare_output, write_manifest
-from instlib.data.images import IMAGE_SUFFIXES, image_size, read_image
+from instlib.data.images import IMAGE_SUFFIXES, read_image
 from instlib.data.points import read_points, write_points
 from instlib.errors import DataError, InstlibError
 
@@ -116,8 +116,7 @@ def import_folder(src: str | Path, dest: str | Path, source: str = "imported", f
         raise DataError(f"holds no image/annotation pairs in the '{fmt}' layout", src)
     converted = {}
     for name, (img_path, ann) in sorted(pairs.items()):  # validate everything before writing
-        shape = image_size(img_path)
-        read_image(img_path)
+        shape = read_image(img_path).shape[:2]  # a full decode also catches truncated files
         if fmt == "dots":
             dots = read_image(ann).max(axis=-1)
             rows, cols = np.nonzero(dots > 0)

@@ -87,10 +87,14 @@ def list_samples(root: str | Path) -> list[Sample]:
     """All samples of a folder, sorted by name. Raises on any pairing problem (first one named)."""
     root = Path(root)
     images, points, problems = _pairing(root)
-    if problems:
-        more = f" (and {len(problems) - 1} more problems; run 'instlib data check {root}')" if len(problems) > 1 else ""
-        raise DataError(problems[0].message + more, problems[0].path)
+    _raise_first(problems, root)
     return [Sample(n, images[n], points[n]) for n in sorted(images)]
+
+
+def _raise_first(problems: list[DataError], root: Path) -> None:
+    if problems:
+        more = f" (and {len(problems) - 1} more; run 'instlib data check {root}')" if len(problems) > 1 else ""
+        raise DataError(problems[0].message + more, problems[0].path)
 
 
 def check_folder(root: str | Path) -> list[DataError]:
@@ -215,8 +219,5 @@ def _read_stamp(out: Path) -> dict:
 
 def validate_folder(root: str | Path) -> list[Sample]:
     """:func:`list_samples`, after a full :func:`check_folder`; raises naming the first problem."""
-    problems = check_folder(root)
-    if problems:
-        more = f" (and {len(problems) - 1} more; run 'instlib data check {root}')" if len(problems) > 1 else ""
-        raise DataError(problems[0].message + more, problems[0].path)
+    _raise_first(check_folder(root), Path(root))
     return list_samples(root)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from instlib.data.atomic import atomic_open, atomic_path
 from instlib.errors import InstlibError
 from instlib.runs.layout import RunLayout
 from instlib.runs.profiles import Profile, get_profile, resolve_models
@@ -183,13 +184,13 @@ def subset(src: str | Path, dest: str | Path, n: int, *, overwrite: bool = False
     """Copy ``n`` samples of ``src`` spread evenly over their sorted cell counts into ``dest``."""
     from instlib.data.folder import IMAGES, POINTS, list_samples, prepare_output, write_manifest
 
-    samples = sorted(list_samples(src), key=lambda s: (s.count(), s.name))
-    pick = [samples[i] for i in np.unique(np.linspace(0, len(samples) - 1, n).round().astype(int))]
+    pick = _spread_by_count(list_samples(src), n)
     dest = prepare_output(dest, "subset", {"src": str(Path(src).resolve()), "n": n}, overwrite)
     rows = []
     for s in pick:
-        shutil.copyfile(s.image, dest / IMAGES / s.image.name)
-        shutil.copyfile(s.points, dest / POINTS / s.points.name)
+        for src_file, folder in ((s.image, IMAGES), (s.points, POINTS)):
+            with atomic_path(dest / folder / src_file.name) as tmp:
+                shutil.copyfile(src_file, tmp)
         rows.append({"name": s.name, "count": s.count(), "source": "subset", "seed": "", "original": str(s.image)})
     write_manifest(dest, rows)
     return dest
@@ -199,15 +200,19 @@ def pick_names(folder: str | Path, k: int) -> list[str]:
     """``k`` sample names spread over the folder's cell counts (low to high), for galleries."""
     from instlib.data.folder import list_samples
 
-    samples = sorted(list_samples(folder), key=lambda s: (s.count(), s.name))
-    if not samples:
+    return [s.name for s in _spread_by_count(list_samples(folder), k)]
+
+
+def _spread_by_count(samples: list, k: int) -> list:
+    """At most ``k`` of ``samples``, evenly spaced over their sorted cell counts (low to high)."""
+    samples = sorted(samples, key=lambda s: (s.count(), s.name))
+    if not samples or k < 1:
         return []
-    idx = np.unique(np.linspace(0, len(samples) - 1, min(k, len(samples))).round().astype(int))
-    return [samples[i].name for i in idx]
+    return [samples[i] for i in np.unique(np.linspace(0, len(samples) - 1, min(k, len(samples))).round().astype(int))]
 
 
 def write_json(path: str | Path, data: Any) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    with atomic_open(path, "w") as fh:
+        fh.write(json.dumps(data, indent=2, default=str) + "\n")
     return path

@@ -29,6 +29,7 @@ from skimage.feature import peak_local_max
 from instlib.data.atomic import atomic_write_bytes
 from instlib.data.folder import IMAGES, POINTS, list_samples, prepare_output, read_manifest, write_manifest
 from instlib.data.images import to_gray
+from instlib.data.maps import pixel_index
 from instlib.errors import DataError
 
 
@@ -49,17 +50,11 @@ def _normalise(image: np.ndarray) -> np.ndarray:
     return np.clip((g - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
 
 
-def _pixels(points: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    rows = np.clip(np.floor(points[:, 1]).astype(int), 0, shape[0] - 1)
-    cols = np.clip(np.floor(points[:, 0]).astype(int), 0, shape[1] - 1)
-    return rows, cols
-
-
 def _background_threshold(response: np.ndarray, points: np.ndarray, sigma: float, k: float) -> float:
     far = np.ones(response.shape, bool)
     if len(points):
         seeds = np.ones(response.shape, bool)
-        seeds[_pixels(points, response.shape)] = False
+        seeds[pixel_index(points, response.shape)] = False
         far = ndimage.distance_transform_edt(seeds) > 3 * sigma
     # Too little background (a crowded field): the whole image; the median and MAD shrug off the cells.
     values = response[far] if far.sum() >= max(100, 0.05 * far.size) else response.ravel()
@@ -74,7 +69,7 @@ def detect_blobs(image: np.ndarray, points: np.ndarray, *, min_contrast: float =
     sigmas = np.geomspace(1.5, max(3.0, min(g.shape) / 12), 8)
     stack = np.stack([-s * s * ndimage.gaussian_laplace(g, s) for s in sigmas])
     if len(points):
-        best = int(np.argmax(np.median(stack[(slice(None), *_pixels(points, g.shape))], axis=1)))
+        best = int(np.argmax(np.median(stack[(slice(None), *pixel_index(points, g.shape))], axis=1)))
     else:  # nothing labelled: the scale of the strongest structures, to count what would be spurious
         best = int(np.argmax(np.percentile(stack.reshape(len(sigmas), -1), 99.9, axis=1)))
     sigma = float(sigmas[best])
