@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
+
+try:  # recent typer releases carry their own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:
+    from click import exceptions as click_errors
 
 from instlib.errors import InstlibError
 
@@ -42,16 +47,20 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 @data_app.command("check")
 def data_check(folder: Path) -> None:
     """Validate a folder; report every problem (exit 0 when clean, 1 otherwise)."""
-    from instlib.data.folder import check_folder
+    from instlib.data.folder import check_folder, ignored_files, list_samples
+    from instlib.errors import DataError
 
+    if not folder.is_dir():
+        raise DataError("no such folder", folder)
+    ignored = ignored_files(folder)
+    if ignored:
+        typer.echo(f"note: ignored {len(ignored)} hidden or system file(s), e.g. {ignored[0]}")
     problems = check_folder(folder)
     for p in problems:
         typer.echo(f"{p.path}: {p.message}" if p.path else p.message)
     if problems:
         typer.echo(f"{len(problems)} problem(s) in {folder}", err=True)
         raise typer.Exit(1)
-    from instlib.data.folder import list_samples
-
     typer.echo(f"{folder}: OK ({len(list_samples(folder))} images)")
 
 
@@ -75,12 +84,17 @@ def data_import(
     fmt: Annotated[str, typer.Option("--format", help="csv: <name>.csv X,Y beside each image; "
                                      "dots: <id>cell.png with <id>dots.png.")] = "csv",
     source: Annotated[str, typer.Option(help="Source label stored in the manifest.")] = "imported",
+    pin: Annotated[Optional[Path], typer.Option(help="A checksums.sha256 from an earlier import: refuse "
+                                                     "a source whose files differ from it.")] = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Convert a local dataset to the folder format."""
+    """Convert a local dataset to the folder format; prints the SHA-256 of every file it read."""
+    from instlib.data.checksums import CHECKSUMS
     from instlib.data.fetch import import_folder
 
-    typer.echo(f"wrote {import_folder(src, dest, source=source, fmt=fmt, overwrite=overwrite)}")
+    out = import_folder(src, dest, source=source, fmt=fmt, overwrite=overwrite, pin=pin)
+    typer.echo((out / CHECKSUMS).read_text(), nl=False)
+    typer.echo(f"wrote {out} (SHA-256 of the source files in {out / CHECKSUMS})")
 
 
 # ---------------------------------------------------------------- synthesis
@@ -130,10 +144,7 @@ def simulate(
     """Real-like fluorescence images with exact points: the offline stand-in for real data."""
     from instlib.data.simulate import simulate as run
 
-    try:
-        path = run(out, n, size, cells, seed=seed, color=color, overwrite=overwrite, shard=_shard(shard))
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    path = run(out, n, size, cells, seed=seed, color=color, overwrite=overwrite, shard=_shard(shard))
     typer.echo(f"wrote {path}")
 
 
@@ -382,13 +393,27 @@ def reproduce_cmd(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: every user error ends as one ``error: ...`` line and exit code 2."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as exc:  # a bare group name: its help is the answer
+        typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        code = 0
+    except click_errors.UsageError as exc:  # an option or argument that click itself rejects
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        _fail(f"{exc.format_message()}{where}")
+    except (typer.Abort, KeyboardInterrupt):
+        _fail("aborted", code=130)
     except InstlibError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        sys.exit(2)
+        _fail(str(exc))
+    except OSError as exc:  # the operating system refused: disk full, permission, read-only, ...
+        _fail(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
+    sys.exit(code if isinstance(code, int) else 0)
 
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    sys.exit(code)
 
 if __name__ == "__main__":
     main()

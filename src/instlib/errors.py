@@ -19,3 +19,11 @@ class InstlibError(Exception):
 
 class DataError(InstlibError):
     """A data file or folder that does not follow the folder format."""
+
+
+class ArgumentError(InstlibError, ValueError):
+    """An argument outside its valid range (also a ``ValueError``, for callers that catch those)."""
+
+
+class WriteError(InstlibError):
+    """An output that cannot be written: disk full, permission denied, read-only file system."""

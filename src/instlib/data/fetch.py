@@ -18,11 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pooch
+from tqdm.auto import tqdm
 
 from instlib.data.atomic import atomic_path
+from instlib.data.checksums import CHECKSUMS, checksum_table, read_table, verify, write_table
 from instlib.data.folder import IMAGES, POINTS, prepare_output, write_manifest
 from instlib.data.images import IMAGE_SUFFIXES, read_image
+from instlib.data.listing import walk_data_files
 from instlib.data.points import read_points, write_points
+from instlib.data.subsets import SPLIT, STAIN, assign_splits, read_split_list, stain_of
 from instlib.errors import DataError, InstlibError
 
 TIMEOUT_S = 10
@@ -75,47 +79,82 @@ def fetch(dataset: str, dest: str | Path, cache: str | Path | None = None, overw
     return import_folder(cache, dest, source=dataset, overwrite=overwrite)
 
 
-def _pair_by_stem(src: Path) -> tuple[dict[str, Path], dict[str, Path]]:
-    images, tables = {}, {}
-    for p in sorted(src.rglob("*")):
-        if not p.is_file() or any(part.startswith(".") or part == "__MACOSX" for part in p.relative_to(src).parts):
-            continue
+@dataclass
+class _Found:
+    """What a source folder holds: images and CSVs by stem, and the split lists among the CSVs."""
+
+    images: dict[str, Path]
+    tables: dict[str, Path]
+    lists: list[tuple[Path, str, list[str]]]
+
+
+def _find(src: Path) -> _Found:
+    images: dict[str, Path] = {}
+    csvs: list[Path] = []
+    for p in walk_data_files(src):
         if p.suffix.lower() in IMAGE_SUFFIXES:
-            images.setdefault(p.stem, p)
+            if p.stem in images:
+                raise DataError(f"has the same name as {images[p.stem]}; image names must be unique", p)
+            images[p.stem] = p
         elif p.suffix.lower() == ".csv" and not p.name.startswith("manifest"):
-            tables.setdefault(p.stem, p)
-    return images, tables
+            csvs.append(p)
+    tables: dict[str, Path] = {}
+    lists = []
+    for p in csvs:
+        found = read_split_list(p, images)
+        if found is not None:
+            lists.append((p, *found))
+        elif p.stem in tables:
+            raise DataError(f"has the same name as {tables[p.stem]}; annotation names must be unique", p)
+        else:
+            tables[p.stem] = p
+    return _Found(images, tables, lists)
+
+
+def _pairs(found: _Found, fmt: str, src: Path) -> dict[str, tuple[Path, Path]]:
+    images, tables = found.images, found.tables
+    if fmt == "dots":
+        return {s[: -len("cell")]: (p, images[s[: -len("cell")] + "dots"]) for s, p in images.items()
+                if s.endswith("cell") and s[: -len("cell")] + "dots" in images}
+    if fmt != "csv":
+        raise InstlibError(f"unknown import format {fmt!r}; choose 'csv' or 'dots'")
+    unpaired = sorted(set(images) ^ set(tables))
+    if unpaired:
+        first = unpaired[0]
+        what = f"image {images[first]} has no {first}.csv" if first in images else f"{tables[first]} has no image"
+        raise DataError(f"{len(unpaired)} unpaired files, e.g. {what}", src)
+    return {s: (images[s], tables[s]) for s in images}
 
 
 def import_folder(src: str | Path, dest: str | Path, source: str = "imported", fmt: str = "csv",
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, pin: str | Path | None = None, progress: bool = True) -> Path:
     """Convert images + annotations found anywhere under ``src`` to the folder format at ``dest``.
 
-    ``fmt="csv"``: each image pairs with the ``<same stem>.csv`` of ``X,Y`` points (IDCIA's layout).
+    ``fmt="csv"``: each image pairs with the ``<same stem>.csv`` of ``X,Y`` points (IDCIA's layout,
+    ImageJ exports included). Split lists (``train.csv``, ``validation.csv``, ``test.csv`` naming
+    images) fill the manifest's ``split`` column; ``images/<STAIN>/`` folders or ``_<STAIN>_`` name
+    parts fill its ``stain`` column.
     ``fmt="dots"``: ``<id>cell.png`` pairs with ``<id>dots.png`` whose non-zero pixels mark the cells
     (the layout of the VGG synthetic-cell images from which Cell-200 was made).
-    Images are copied byte for byte; points are validated and rewritten.
+    Images are copied byte for byte; points are validated and rewritten. The SHA-256 of every file
+    read goes to ``dest/checksums.sha256``; with ``pin`` (such a file) any other source is refused.
     """
     src, dest = Path(src), Path(dest)
     if not src.is_dir():
         raise DataError("no such folder", src)
-    images, tables = _pair_by_stem(src)
-    if fmt == "dots":
-        pairs = {s[: -len("cell")]: (p, images[s[: -len("cell")] + "dots"]) for s, p in images.items()
-                 if s.endswith("cell") and s[: -len("cell")] + "dots" in images}
-    elif fmt == "csv":
-        unpaired = sorted(set(images) ^ set(tables))
-        if unpaired:
-            first = unpaired[0]
-            what = f"image {images[first]} has no {first}.csv" if first in images else f"{tables[first]} has no image"
-            raise DataError(f"{len(unpaired)} unpaired files, e.g. {what}", src)
-        pairs = {s: (images[s], tables[s]) for s in images}
-    else:
-        raise InstlibError(f"unknown import format {fmt!r}; choose 'csv' or 'dots'")
+    found = _find(src)
+    pairs = _pairs(found, fmt, src)
     if not pairs:
         raise DataError(f"holds no image/annotation pairs in the '{fmt}' layout", src)
+    used = [p for pair in pairs.values() for p in pair] + [path for path, _, _ in found.lists]
+    table = checksum_table(src, used)
+    if pin is not None:
+        verify(table, read_table(pin), src, pin)
+    split_of = assign_splits(found.lists, pairs)
+    stains = {name: stain_of(img_path, src) for name, (img_path, _) in pairs.items()}
+    labels = ({SPLIT: split_of} if found.lists else {}) | ({STAIN: stains} if any(stains.values()) else {})
     converted = {}
-    for name, (img_path, ann) in sorted(pairs.items()):  # validate everything before writing
+    for name, (img_path, ann) in tqdm(sorted(pairs.items()), desc=f"checking {src}", disable=not progress):
         shape = read_image(img_path).shape[:2]  # a full decode also catches truncated files
         if fmt == "dots":
             dots = read_image(ann).max(axis=-1)
@@ -125,11 +164,13 @@ def import_folder(src: str | Path, dest: str | Path, source: str = "imported", f
             converted[name] = read_points(ann, shape=shape)
     out = prepare_output(dest, "import", {"src": str(src.resolve()), "format": fmt, "source": source}, overwrite)
     rows = []
-    for name, pts in converted.items():
+    for name, pts in tqdm(converted.items(), desc=f"importing -> {out}", disable=not progress):
         img_path = pairs[name][0]
         with atomic_path(out / IMAGES / f"{name}{img_path.suffix.lower()}") as tmp:
             shutil.copyfile(img_path, tmp)
         write_points(out / POINTS / f"{name}.csv", pts)
-        rows.append({"name": name, "count": len(pts), "source": source, "seed": "", "original": str(img_path)})
+        rows.append({"name": name, "count": len(pts), "source": source, "seed": "", "original": str(img_path),
+                     **{column: values.get(name, "") for column, values in labels.items()}})
+    write_table(out / CHECKSUMS, table)
     write_manifest(out, rows)
     return out

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from instlib.data.atomic import atomic_open
+from instlib.data.atomic import atomic_open, sweep_temporaries
 from instlib.data.images import IMAGE_SUFFIXES, image_size, is_image_file, read_image
+from instlib.data.listing import data_files, junk_files
 from instlib.data.points import read_points
 from instlib.errors import DataError
 
@@ -56,9 +57,7 @@ def _pairing(root: Path) -> tuple[dict[str, Path], dict[str, Path], list[DataErr
     if not img_dir.is_dir():
         raise DataError(f"has no '{IMAGES}/' subfolder; expected {IMAGES}/<name>.png and {POINTS}/<name>.csv", root)
     images: dict[str, Path] = {}
-    for p in sorted(img_dir.iterdir()):
-        if p.name.startswith("."):
-            continue
+    for p in data_files(img_dir):
         if not is_image_file(p):
             problems.append(DataError(f"is not an image file (supported: {', '.join(IMAGE_SUFFIXES)})", p))
         elif p.stem in images:
@@ -67,9 +66,7 @@ def _pairing(root: Path) -> tuple[dict[str, Path], dict[str, Path], list[DataErr
             images[p.stem] = p
     points: dict[str, Path] = {}
     if pts_dir.is_dir():
-        for p in sorted(pts_dir.iterdir()):
-            if p.name.startswith("."):
-                continue
+        for p in data_files(pts_dir):
             if p.suffix.lower() != ".csv":
                 problems.append(DataError("is not a .csv points file", p))
             else:
@@ -128,6 +125,11 @@ def check_folder(root: str | Path) -> list[DataError]:
     return problems
 
 
+def ignored_files(root: str | Path) -> list[Path]:
+    """Hidden and operating-system files in a folder's ``images/`` and ``points/`` (skipped, not data)."""
+    return [p for part in (IMAGES, POINTS) if (Path(root) / part).is_dir() for p in junk_files(Path(root) / part)]
+
+
 def _manifest_files(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("manifest*.csv") if p.name == MANIFEST or p.name.startswith("manifest.shard-"))
 
@@ -138,7 +140,11 @@ def manifest_name(shard: tuple[int, int] | None = None) -> str:
 
 
 def write_manifest(root: str | Path, rows: list[dict] | pd.DataFrame, shard: tuple[int, int] | None = None) -> Path:
-    """Write the manifest (sorted by name) atomically. Rows need at least ``name`` and ``count``."""
+    """Write the manifest (sorted by name) atomically. Rows need at least ``name`` and ``count``.
+
+    A whole (unsharded) manifest means no other process writes into the folder, so the temporary
+    files that killed runs left there are removed.
+    """
     df = pd.DataFrame(rows)
     missing = {"name", "count"} - set(df.columns)
     if missing:
@@ -147,6 +153,9 @@ def write_manifest(root: str | Path, rows: list[dict] | pd.DataFrame, shard: tup
     path = Path(root) / manifest_name(shard)
     with atomic_open(path, "w", newline="") as fh:
         df.to_csv(fh, index=False)
+    if shard is None:
+        for folder in (Path(root), Path(root) / IMAGES, Path(root) / POINTS):
+            sweep_temporaries(folder)
     return path
 
 
@@ -184,7 +193,7 @@ def prepare_output(out: str | Path, stage: str, settings: dict, overwrite: bool 
     stamp = {"stage": stage, "settings": settings}
     if out.exists() and not out.is_dir():
         raise DataError("exists and is not a folder", out)
-    existing = [p for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
+    existing = data_files(out) if out.is_dir() else []
     if existing:
         previous = _read_stamp(out)
         if previous != json.loads(json.dumps(stamp)):

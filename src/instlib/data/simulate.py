@@ -20,6 +20,7 @@ from instlib.data.folder import IMAGES, POINTS, prepare_output, write_manifest
 from instlib.data.images import write_image
 from instlib.data.points import write_points
 from instlib.data.synth import image_rng
+from instlib.errors import ArgumentError
 from instlib.runs.shard import take_shard
 
 COLORS = {"gray": None, "dapi": (0.10, 0.30, 1.00)}  # RGB gains of the blue DAPI look-up table
@@ -137,9 +138,9 @@ def simulate(out: str | Path, n: int, size: tuple[int, int], cells: tuple[int, i
     """Write ``n`` simulated fluorescence images (``U{cells}`` nuclei each) in the folder format."""
     lo, hi = cells
     if n < 1 or lo < 0 or hi < lo or min(size) < 8:
-        raise ValueError(f"need n >= 1, 0 <= cells LO <= HI and size >= 8; got n={n}, cells={cells}, size={size}")
+        raise ArgumentError(f"need n >= 1, 0 <= cells LO <= HI and size >= 8; got n={n}, cells={cells}, size={size}")
     if color not in COLORS:
-        raise ValueError(f"unknown color {color!r}; choose one of {sorted(COLORS)}")
+        raise ArgumentError(f"unknown color {color!r}; choose one of {sorted(COLORS)}")
     settings = {"n": n, "size": list(size), "cells": [lo, hi], "seed": seed, "color": color, **asdict(config)}
     out = prepare_output(out, "simulate", settings, overwrite)
     rows = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
+from instlib.errors import ArgumentError
+
 
 def count_strata(counts: np.ndarray, n_folds: int) -> np.ndarray:
     """Bin counts into quantile strata, each with at least ``n_folds`` members where possible.
@@ -24,8 +26,8 @@ def stratified_kfold(counts, n_folds: int = 5, seed: int = 42) -> list[tuple[np.
     """``[(train_idx, test_idx), ...]`` for ``n_folds`` folds stratified by count (shuffled, ``seed``)."""
     counts = np.asarray(counts)
     if n_folds < 2:
-        raise ValueError(f"need at least 2 folds, got {n_folds}")
+        raise ArgumentError(f"need at least 2 folds, got {n_folds}")
     if len(counts) < n_folds:
-        raise ValueError(f"{len(counts)} images cannot be split into {n_folds} folds")
+        raise ArgumentError(f"{len(counts)} images cannot be split into {n_folds} folds")
     skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     return [(tr, te) for tr, te in skf.split(np.zeros(len(counts)), count_strata(counts, n_folds))]

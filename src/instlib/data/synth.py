@@ -25,6 +25,7 @@ from instlib.data.folder import IMAGES, POINTS, prepare_output, validate_folder,
 from instlib.data.images import image_size, write_image
 from instlib.data.maps import rescale_points
 from instlib.data.points import read_points, write_points
+from instlib.errors import ArgumentError
 from instlib.runs.shard import take_shard
 
 
@@ -171,7 +172,7 @@ def synthesize_random(out: str | Path, n: int, size: tuple[int, int], cells: tup
     """``n`` Syn-HC images of ``size=(H, W)`` with ``U{cells[0]..cells[1]}`` cells at random places."""
     lo, hi = cells
     if n < 1 or lo < 0 or hi < lo or min(size) < 1:
-        raise ValueError(f"need n >= 1, 0 <= cells LO <= HI and a positive size; got n={n}, cells={cells}, size={size}")
+        raise ArgumentError(f"need n >= 1, 0 <= cells LO <= HI and a positive size; got n={n}, cells={cells}, size={size}")
     config = SynHCConfig(cell_size=cell_size)
     jobs = []
     for i in range(n):
