@@ -14,6 +14,7 @@ from PIL import Image
 
 from instlib.data.folder import IMAGES
 from instlib.data.images import IMAGE_SUFFIXES, is_image_file, read_image, to_rgb, to_uint8
+from instlib.data.listing import is_junk
 from instlib.errors import DataError
 
 
@@ -23,7 +24,7 @@ def list_images(folder: str | Path) -> dict[str, Path]:
     folder = folder / IMAGES if (folder / IMAGES).is_dir() else folder
     files: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or p.is_dir():
+        if is_junk(p) or p.is_dir():
             continue
         if not is_image_file(p):
             raise DataError(f"is not an image file (supported: {', '.join(IMAGE_SUFFIXES)})", p)

@@ -1,0 +1,169 @@
+"""IDCIA as its authors ship it: stain folders, ImageJ CSVs, official split lists, OS clutter."""
+
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from instlib.cli import main
+from instlib.data.fetch import import_folder
+from instlib.data.folder import check_folder, list_samples, read_manifest
+from instlib.data.subsets import filter_samples, split_names
+from instlib.errors import DataError
+
+# name -> (stain, split, list entry style); names as IDCIA writes them
+IMAGES = {
+    "220812_GFP-AHPC_A_TuJ1_F1_DAPI_ND1_20x": ("DAPI", "train", "with suffix"),
+    "220812_GFP-AHPC_A_TuJ1_F2_DAPI_ND1_20x": ("DAPI", "train", "bare"),
+    "220812_GFP-AHPC_A_TuJ1_F3_DAPI_ND1_20x": ("DAPI", "val", "with suffix"),
+    "220812_GFP-AHPC_A_TuJ1_F4_DAPI_ND1_20x": ("DAPI", "test", "bare"),
+    "220812_GFP-AHPC_A_TuJ1_F1_Cy3_ND1_20x": ("Cy3", "train", "bare"),
+    "220812_GFP-AHPC_A_TuJ1_F2_Cy3_ND1_20x": ("Cy3", "test", "with suffix"),
+}
+LISTS = {"train": "train.csv", "val": "validation.csv", "test": "test.csv"}
+SHAPE = (30, 40)  # IDCIA's are 600 x 800; the layout is what matters here
+
+
+def imagej_csv(points: np.ndarray) -> str:
+    """ImageJ's 'Measure' export: an unnamed index column, then Area, Mean, Min, Max, X, Y."""
+    lines = [" ,Area,Mean,Min,Max,X,Y"]
+    lines += [f"{i},0,255,255,255,{x:g},{y:g}" for i, (x, y) in enumerate(points, start=1)]
+    return "\n".join(lines) + "\n"
+
+
+def make_idcia(root: Path) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    truth = {}
+    for k, (name, (stain, _, _)) in enumerate(IMAGES.items()):
+        pts = np.round(rng.uniform(0, 1, size=(k + 1, 2)) * [SHAPE[1] - 1, SHAPE[0] - 1], 1)
+        img = rng.integers(0, 256, size=SHAPE, dtype=np.uint8)
+        (root / "images" / stain).mkdir(parents=True, exist_ok=True)
+        (root / "ground_truth" / stain).mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(root / "images" / stain / f"{name}.tiff", img)
+        (root / "ground_truth" / stain / f"{name}.csv").write_text(imagej_csv(pts))
+        truth[name] = pts
+    for split, file in LISTS.items():
+        entries = [f'"{n}.tiff"' if style == "with suffix" else f'"{n}"'
+                   for n, (_, s, style) in IMAGES.items() if s == split]
+        (root / file).write_text("\n".join(entries) + "\n")
+    # what copies from Windows and macOS bring along
+    (root / "images" / "DAPI" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0junk")
+    (root / "images" / "Cy3" / "desktop.ini").write_text("[.ShellClassInfo]\n")
+    (root / "ground_truth" / "DAPI" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (root / "__MACOSX" / "images" / "DAPI").mkdir(parents=True)
+    (root / "__MACOSX" / "images" / "DAPI" / "._x.tiff").write_bytes(b"\x00\x05\x16\x07")
+    (root / "__MACOSX" / "._train.csv").write_bytes(b"\x00\x05\x16\x07")
+    return truth
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    old, sys.argv = sys.argv, ["instlib", *map(str, args)]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_idcia_as_shipped_imports_completely(capsys, tmp_path: Path):
+    src, dest = tmp_path / "IDCIA", tmp_path / "idcia"
+    truth = make_idcia(src)
+    code, out, err = run(capsys, "data", "import", src, "--dest", dest, "--source", "idcia")
+    assert code == 0, err
+
+    samples = list_samples(dest)
+    assert sorted(s.name for s in samples) == sorted(IMAGES)
+    for s in samples:  # every point, in pixels, unchanged
+        np.testing.assert_allclose(s.load()[1], truth[s.name])
+        assert s.image.read_bytes() == (src / "images" / IMAGES[s.name][0] / f"{s.name}.tiff").read_bytes()
+    manifest = read_manifest(dest).set_index("name")
+    assert manifest["split"].to_dict() == {n: split for n, (_, split, _) in IMAGES.items()}
+    assert manifest["stain"].to_dict() == {n: stain for n, (stain, _, _) in IMAGES.items()}
+    assert manifest["count"].to_dict() == {n: len(p) for n, p in truth.items()}
+    assert split_names(dest) == {s: {n for n, (_, sp, _) in IMAGES.items() if sp == s} for s in LISTS}
+    assert [s.name for s in filter_samples(samples, stain="dapi")] == sorted(
+        n for n, (stain, _, _) in IMAGES.items() if stain == "DAPI")
+    assert [s.name for s in filter_samples(samples, stain="Cy3", names_glob="*_F2_*")] == [
+        "220812_GFP-AHPC_A_TuJ1_F2_Cy3_ND1_20x"]
+
+    # the printed table is the file's, and it is sha256sum's format over every file read
+    table = (dest / "checksums.sha256").read_text()
+    assert table in out
+    lines = dict(reversed(line.split("  ", 1)) for line in table.splitlines())
+    assert set(lines) == ({f"images/{st}/{n}.tiff" for n, (st, _, _) in IMAGES.items()}
+                          | {f"ground_truth/{st}/{n}.csv" for n, (st, _, _) in IMAGES.items()} | set(LISTS.values()))
+    for rel, digest in lines.items():
+        assert hashlib.sha256((src / rel).read_bytes()).hexdigest() == digest
+
+    code, out, err = run(capsys, "data", "check", dest)
+    assert code == 0 and f"OK ({len(IMAGES)} images)" in out and not err
+
+
+def test_pinned_checksums_refuse_a_changed_source(capsys, tmp_path: Path):
+    src = tmp_path / "IDCIA"
+    make_idcia(src)
+    first = import_folder(src, tmp_path / "a", progress=False)
+    pin = tmp_path / "idcia.sha256"
+    pin.write_text((first / "checksums.sha256").read_text())
+    assert run(capsys, "data", "import", src, "--dest", tmp_path / "b", "--pin", pin)[0] == 0
+
+    changed = src / "ground_truth" / "Cy3" / "220812_GFP-AHPC_A_TuJ1_F1_Cy3_ND1_20x.csv"
+    changed.write_text(changed.read_text() + "99,0,1,1,1,3,4\n")
+    code, out, err = run(capsys, "data", "import", src, "--dest", tmp_path / "c", "--pin", pin)
+    assert code == 2 and err.startswith(f"error: {changed}: has SHA-256 ")
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_partial_copy_keeps_the_split_of_what_is_there(tmp_path: Path):
+    src = tmp_path / "IDCIA"
+    make_idcia(src)
+    for name, (stain, _, _) in IMAGES.items():  # the user copied the DAPI images only
+        if stain == "Cy3":
+            (src / "images" / stain / f"{name}.tiff").unlink()
+            (src / "ground_truth" / stain / f"{name}.csv").unlink()
+    manifest = read_manifest(import_folder(src, tmp_path / "dapi", progress=False)).set_index("name")
+    assert manifest["split"].to_dict() == {n: sp for n, (st, sp, _) in IMAGES.items() if st == "DAPI"}
+
+
+def test_flat_layout_takes_the_stain_from_the_name_and_has_no_split(tmp_path: Path):
+    src = tmp_path / "flat"
+    make_idcia(tmp_path / "shipped")
+    for p in (tmp_path / "shipped").rglob("*.tiff"):
+        if "__MACOSX" not in p.parts:
+            (src / "imgs").mkdir(parents=True, exist_ok=True)
+            (src / "imgs" / p.name).write_bytes(p.read_bytes())
+    for p in (tmp_path / "shipped" / "ground_truth").rglob("*.csv"):
+        (src / "csv").mkdir(exist_ok=True)
+        (src / "csv" / p.name).write_bytes(p.read_bytes())
+    dest = import_folder(src, tmp_path / "out", progress=False)
+    manifest = read_manifest(dest).set_index("name")
+    assert "split" not in manifest.columns
+    assert manifest["stain"].to_dict() == {n: st for n, (st, _, _) in IMAGES.items()}
+    with pytest.raises(DataError, match="has no official split"):
+        split_names(dest)
+
+
+def test_an_image_in_two_split_lists_is_refused(tmp_path: Path):
+    src = tmp_path / "IDCIA"
+    make_idcia(src)
+    with (src / "test.csv").open("a") as fh:
+        fh.write('"220812_GFP-AHPC_A_TuJ1_F1_DAPI_ND1_20x.tiff"\n')
+    with pytest.raises(DataError, match=r"lists '220812_GFP-AHPC_A_TuJ1_F1_DAPI_ND1_20x' as (train|test), but (test|train).csv lists it as"):
+        import_folder(src, tmp_path / "out", progress=False)
+
+
+def test_os_junk_is_ignored_by_check_with_a_note(capsys, real_folder: Path):
+    (real_folder / "images" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (real_folder / "images" / "desktop.ini").write_text("[x]\n")
+    (real_folder / "points" / "._220909_GFP-AHPC_A_F0.csv").write_bytes(b"\x00\x05")
+    assert check_folder(real_folder) == []
+    code, out, err = run(capsys, "data", "check", real_folder)
+    assert code == 0 and "OK (3 images)" in out
+    assert "note: ignored 3 hidden or system file(s)" in out
