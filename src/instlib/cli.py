@@ -412,6 +412,10 @@ def main() -> None:
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):  # end a progress bar cut short, so the error gets its own line
+        bar.close()
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     sys.exit(code)
 

@@ -1,31 +1,22 @@
 """The data commands through the real entry point: exit codes, messages, nothing left behind."""
 
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from instlib.cli import main
 from instlib.data.fetch import import_folder
 from instlib.data.folder import list_samples, read_manifest
 from instlib.data.images import write_image
 from instlib.data.points import write_points
 
+from cli_runner import run_cli
+
 
 def run(capsys, *args) -> tuple[int, str]:
-    old = sys.argv
-    sys.argv = ["instlib", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+    code, out, err = run_cli(capsys, *args)
+    return code, out + err
 
 
 def test_check_clean_and_broken(capsys, real_folder: Path):

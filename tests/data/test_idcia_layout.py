@@ -1,18 +1,18 @@
 """IDCIA as its authors ship it: stain folders, ImageJ CSVs, official split lists, OS clutter."""
 
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
-from instlib.cli import main
 from instlib.data.fetch import import_folder
 from instlib.data.folder import check_folder, list_samples, read_manifest
 from instlib.data.subsets import filter_samples, split_names
 from instlib.errors import DataError
+
+from cli_runner import run_cli as run
 
 # name -> (stain, split, list entry style); names as IDCIA writes them
 IMAGES = {
@@ -57,19 +57,6 @@ def make_idcia(root: Path) -> dict[str, np.ndarray]:
     (root / "__MACOSX" / "images" / "DAPI" / "._x.tiff").write_bytes(b"\x00\x05\x16\x07")
     (root / "__MACOSX" / "._train.csv").write_bytes(b"\x00\x05\x16\x07")
     return truth
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    old, sys.argv = sys.argv, ["instlib", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_idcia_as_shipped_imports_completely(capsys, tmp_path: Path):
