@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
 
 from instlib.data.fetch import import_folder
 from instlib.data.folder import check_folder, list_samples, read_manifest
@@ -13,50 +12,7 @@ from instlib.data.subsets import filter_samples, split_names
 from instlib.errors import DataError
 
 from cli_runner import run_cli as run
-
-# name -> (stain, split, list entry style); names as IDCIA writes them
-IMAGES = {
-    "220812_GFP-AHPC_A_TuJ1_F1_DAPI_ND1_20x": ("DAPI", "train", "with suffix"),
-    "220812_GFP-AHPC_A_TuJ1_F2_DAPI_ND1_20x": ("DAPI", "train", "bare"),
-    "220812_GFP-AHPC_A_TuJ1_F3_DAPI_ND1_20x": ("DAPI", "val", "with suffix"),
-    "220812_GFP-AHPC_A_TuJ1_F4_DAPI_ND1_20x": ("DAPI", "test", "bare"),
-    "220812_GFP-AHPC_A_TuJ1_F1_Cy3_ND1_20x": ("Cy3", "train", "bare"),
-    "220812_GFP-AHPC_A_TuJ1_F2_Cy3_ND1_20x": ("Cy3", "test", "with suffix"),
-}
-LISTS = {"train": "train.csv", "val": "validation.csv", "test": "test.csv"}
-SHAPE = (30, 40)  # IDCIA's are 600 x 800; the layout is what matters here
-
-
-def imagej_csv(points: np.ndarray) -> str:
-    """ImageJ's 'Measure' export: an unnamed index column, then Area, Mean, Min, Max, X, Y."""
-    lines = [" ,Area,Mean,Min,Max,X,Y"]
-    lines += [f"{i},0,255,255,255,{x:g},{y:g}" for i, (x, y) in enumerate(points, start=1)]
-    return "\n".join(lines) + "\n"
-
-
-def make_idcia(root: Path) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    truth = {}
-    for k, (name, (stain, _, _)) in enumerate(IMAGES.items()):
-        pts = np.round(rng.uniform(0, 1, size=(k + 1, 2)) * [SHAPE[1] - 1, SHAPE[0] - 1], 1)
-        img = rng.integers(0, 256, size=SHAPE, dtype=np.uint8)
-        (root / "images" / stain).mkdir(parents=True, exist_ok=True)
-        (root / "ground_truth" / stain).mkdir(parents=True, exist_ok=True)
-        tifffile.imwrite(root / "images" / stain / f"{name}.tiff", img)
-        (root / "ground_truth" / stain / f"{name}.csv").write_text(imagej_csv(pts))
-        truth[name] = pts
-    for split, file in LISTS.items():
-        entries = [f'"{n}.tiff"' if style == "with suffix" else f'"{n}"'
-                   for n, (_, s, style) in IMAGES.items() if s == split]
-        (root / file).write_text("\n".join(entries) + "\n")
-    # what copies from Windows and macOS bring along
-    (root / "images" / "DAPI" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0junk")
-    (root / "images" / "Cy3" / "desktop.ini").write_text("[.ShellClassInfo]\n")
-    (root / "ground_truth" / "DAPI" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
-    (root / "__MACOSX" / "images" / "DAPI").mkdir(parents=True)
-    (root / "__MACOSX" / "images" / "DAPI" / "._x.tiff").write_bytes(b"\x00\x05\x16\x07")
-    (root / "__MACOSX" / "._train.csv").write_bytes(b"\x00\x05\x16\x07")
-    return truth
+from idcia_layout import IMAGES, LISTS, make_idcia
 
 
 def test_idcia_as_shipped_imports_completely(capsys, tmp_path: Path):
