@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from instlib.data.atomic import atomic_path
 from instlib.data.checksums import CHECKSUMS, checksum_table, read_table, verify, write_table
-from instlib.data.folder import IMAGES, POINTS, prepare_output, write_manifest
+from instlib.data.folder import IMAGES, POINTS, prepare_output, read_manifest, write_manifest
 from instlib.data.images import IMAGE_SUFFIXES, read_image
 from instlib.data.listing import walk_data_files
 from instlib.data.points import read_points, write_points
@@ -174,3 +174,24 @@ def import_folder(src: str | Path, dest: str | Path, source: str = "imported", f
     write_table(out / CHECKSUMS, table)
     write_manifest(out, rows)
     return out
+
+
+def shipped_split(folder: str | Path) -> dict[str, str]:
+    """Image name -> official split (``train``/``val``/``test``) of a folder, empty when it has none.
+
+    Works on a folder-format folder (its manifest's ``split`` column) and on a data set as shipped
+    (its split lists, as :func:`import_folder` reads them).
+    """
+    folder = Path(folder)
+    if (folder / POINTS).is_dir():
+        try:
+            manifest = read_manifest(folder)
+        except DataError:  # no manifest: nothing says how it was split
+            return {}
+        if SPLIT not in manifest.columns:
+            return {}
+        return {str(n): str(s) for n, s in zip(manifest["name"], manifest[SPLIT].fillna("")) if s}
+    if not folder.is_dir():
+        raise DataError("no such folder", folder)
+    found = _find(folder)
+    return assign_splits(found.lists, found.images)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,19 @@ def data_label(profile: Profile) -> str:
                 f"{profile.image_size} px, {profile.cells[0]}-{profile.cells[1]} cells)")
     if profile.real_data == "idcia":
         return "IDCIA" + (f" (at most {profile.n_real} images)" if profile.n_real else "")
-    return f"the folder {profile.real_data}" + (f" (at most {profile.n_real} images)" if profile.n_real else "")
+    return (f"the folder {profile.real_data}" + _split_note(Path(profile.real_data).expanduser())
+            + (f" (at most {profile.n_real} images)" if profile.n_real else ""))
+
+
+def _split_note(folder: Path) -> str:
+    """Says the folder's official split, when it ships one."""
+    from instlib.data.fetch import shipped_split
+
+    try:
+        counts = Counter(shipped_split(folder).values())
+    except InstlibError:
+        return ""
+    return f" (official split: {counts['train']} train / {counts['val']} val / {counts['test']} test)" if counts else ""
 
 
 def diffusion_label(profile: Profile) -> str:
@@ -132,7 +145,8 @@ def prepare_real(profile: Profile, layout: RunLayout, *, overwrite: bool = False
     """The run's real images in the folder format: simulated, IDCIA, or the user's folder.
 
     With ``n_real > 0`` and more images than that, a subset spread evenly over the cell counts is
-    copied into ``RUN/data/real``; a user's folder is otherwise used where it is. The chosen folder
+    copied into ``RUN/data/real``; a user's folder is otherwise used where it is (a data set as
+    shipped, such as IDCIA's layout, is first converted into ``RUN/data/imported``). The chosen folder
     is recorded in ``RUN/data/real_dir.txt`` for the later notebooks (:func:`real_folder`).
     """
     path = Path(_prepare_real(profile, layout, overwrite=overwrite)).resolve()
@@ -156,7 +170,7 @@ def real_folder(profile: Profile, layout: RunLayout) -> Path:
 
 
 def _prepare_real(profile: Profile, layout: RunLayout, *, overwrite: bool = False) -> Path:
-    from instlib.data.folder import list_samples
+    from instlib.data.folder import POINTS, list_samples
 
     if profile.real_data == "simulate":
         from instlib.data.simulate import simulate
@@ -174,6 +188,11 @@ def _prepare_real(profile: Profile, layout: RunLayout, *, overwrite: bool = Fals
         source = full
     else:
         source = Path(profile.real_data).expanduser()
+        if source.is_dir() and not (source / POINTS).is_dir():  # a data set as shipped, e.g. IDCIA's layout
+            from instlib.data.fetch import import_folder
+
+            source = import_folder(source, layout.data / "imported", source="user", overwrite=overwrite,
+                                   progress=False)
         list_samples(source)  # raises a clear error for a missing or malformed folder
     if not profile.n_real or len(list_samples(source)) <= profile.n_real:
         return source
