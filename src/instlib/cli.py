@@ -71,10 +71,10 @@ def data_fetch(
     cache: Annotated[Optional[Path], typer.Option(help="Download cache (default: the user cache).")] = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Download a public dataset (checksums verified) and convert it to the folder format."""
+    """Download a public dataset (checksums verified), convert it to the folder format, print SHA-256s."""
     from instlib.data.fetch import fetch
 
-    typer.echo(f"wrote {fetch(dataset, dest, cache=cache, overwrite=overwrite)}")
+    _report_import(fetch(dataset, dest, cache=cache, overwrite=overwrite))
 
 
 @data_app.command("import")
@@ -89,10 +89,15 @@ def data_import(
     overwrite: Overwrite = False,
 ) -> None:
     """Convert a local dataset to the folder format; prints the SHA-256 of every file it read."""
-    from instlib.data.checksums import CHECKSUMS
     from instlib.data.fetch import import_folder
 
-    out = import_folder(src, dest, source=source, fmt=fmt, overwrite=overwrite, pin=pin)
+    _report_import(import_folder(src, dest, source=source, fmt=fmt, overwrite=overwrite, pin=pin))
+
+
+def _report_import(out: Path) -> None:
+    """Print the SHA-256 table of the files an import read, so a user can pin them (see book/data.md)."""
+    from instlib.data.checksums import CHECKSUMS
+
     typer.echo((out / CHECKSUMS).read_text(), nl=False)
     typer.echo(f"wrote {out} (SHA-256 of the source files in {out / CHECKSUMS})")
 
