@@ -9,15 +9,18 @@ intact, and a rerun completes with the files of an uninterrupted run.
 from __future__ import annotations
 
 import errno
+import os
 import shutil
+import signal
 import subprocess
-import tempfile
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import typer
 
+import instlib
 from instlib.cli import app
 from instlib.data.atomic import is_temporary
 from instlib.data.simulate import simulate
@@ -163,17 +166,44 @@ def test_output_path_is_a_file(capsys, tmp_path: Path, real: Path):
     assert blocker.read_text() == "keep me\n" and not temporaries(tmp_path)
 
 
-def test_stale_temporaries_of_a_killed_run_are_swept(capsys, tmp_path: Path, uninterrupted):
+# The child dies by SIGKILL in the middle of writing its 6th image, inside the atomic writer.
+KILLED_SYNTH = """
+import os, signal, sys
+import PIL.Image
+
+save, done = PIL.Image.Image.save, [0]
+
+def dying_save(self, fp, *a, **k):
+    done[0] += 1
+    if done[0] == 6:
+        with open(fp, "wb") as fh:
+            fh.write(b"\\x89PNG\\r\\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return save(self, fp, *a, **k)
+
+PIL.Image.Image.save = dying_save
+from instlib.cli import main
+
+sys.argv = ["instlib", *sys.argv[1:]]
+main()
+"""
+
+
+def test_kill_9_during_synth_then_rerun_sweeps_its_temporaries(capsys, tmp_path: Path, uninterrupted):
     out = tmp_path / "synth"
-    assert run_cli(capsys, *SYNTH, "--out", out)[0] == 0
-    # what 'kill -9' in the middle of a write leaves: a hidden half-written file beside its target
-    fd, stale = tempfile.mkstemp(prefix=".synhc_00003.png.", suffix=".png", dir=out / "images")
-    Path(stale).write_bytes(b"\x89PNG\r\n")
-    user_files = [out / "images" / ".notes.txt", out / "images" / ".synhc_00003.png.keep"]
+    env = {**os.environ, "PYTHONPATH": str(Path(instlib.__file__).parents[1])}
+    res = subprocess.run([sys.executable, "-c", KILLED_SYNTH, *SYNTH, "--out", str(out)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    stale = temporaries(out)
+    assert [p.name.split(".")[1] for p in stale] == ["synhc_00005"]
+    user_files = [out / "images" / ".notes.txt", out / "images" / ".synhc_00003.png.keep"]  # not the writer's
     for f in user_files:
         f.write_text("mine\n")
-    assert run_cli(capsys, *SYNTH, "--out", out)[0] == 0
-    assert not Path(stale).exists() and all(f.read_text() == "mine\n" for f in user_files)
+
+    code, _, err = run_cli(capsys, *SYNTH, "--out", out)
+    assert code == 0, err
+    assert not temporaries(out) and all(f.read_text() == "mine\n" for f in user_files)
     for f in user_files:
         f.unlink()
     assert files_of(out) == uninterrupted
