@@ -139,3 +139,15 @@ def test_fetch_unpacks_and_imports_the_shipped_archive(capsys, tmp_path: Path, m
     manifest = read_manifest(tmp_path / "idcia").set_index("name")
     assert manifest["split"].to_dict() == {n: split for n, (_, split, _) in IMAGES.items()}
     assert "IDCIA_v1.zip.unzip/IDCIA/train.csv" in out
+
+
+def test_split_lists_with_a_header_line_and_commands_on_the_raw_layout(capsys, tmp_path: Path):
+    src = tmp_path / "IDCIA"
+    make_idcia(src)
+    for file in LISTS.values():
+        (src / file).write_text("filename\n" + (src / file).read_text())
+    manifest = read_manifest(import_folder(src, tmp_path / "out", progress=False)).set_index("name")
+    assert manifest["split"].to_dict() == {n: split for n, (_, split, _) in IMAGES.items()}
+    # a folder-format command given the shipped layout points to the importer
+    code, out, err = run(capsys, "synth", "--out", tmp_path / "syn", "--from-points", src)
+    assert code == 2 and err.startswith(f"error: {src / 'images' / 'Cy3'}: is a folder") and "data import" in err

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import instlib
+
 from idcia_layout import make_idcia
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +27,8 @@ def test_reproduce_on_an_idcia_shaped_folder(tmp_path: Path):
     run = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "instlib.cli", "reproduce", "--profile", "smoke", "--out", str(run),
                            "--set", f"real_data={src}", "--no-book"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=900, env=dict(os.environ))
+                          capture_output=True, text=True, cwd=ROOT, timeout=900,
+                          env={**os.environ, "PYTHONPATH": str(Path(instlib.__file__).parents[1])})
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
     imported = run / "data" / "imported"

@@ -58,7 +58,10 @@ def _pairing(root: Path) -> tuple[dict[str, Path], dict[str, Path], list[DataErr
         raise DataError(f"has no '{IMAGES}/' subfolder; expected {IMAGES}/<name>.png and {POINTS}/<name>.csv", root)
     images: dict[str, Path] = {}
     for p in data_files(img_dir):
-        if not is_image_file(p):
+        if p.is_dir():
+            problems.append(DataError(f"is a folder, but {IMAGES}/ holds image files only; for a data set as "
+                                      "shipped (e.g. images/<STAIN>/) run 'instlib data import' first", p))
+        elif not is_image_file(p):
             problems.append(DataError(f"is not an image file (supported: {', '.join(IMAGE_SUFFIXES)})", p))
         elif p.stem in images:
             problems.append(DataError(f"has the same name as {images[p.stem].name}; names must be unique", p))

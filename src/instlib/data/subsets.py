@@ -53,9 +53,9 @@ def read_split_list(path: str | Path, image_stems: Iterable[str]) -> tuple[str, 
         raise DataError(f"cannot be read as a split list: {exc}", path) from exc
     if not rows or any(len([c for c in r if c.strip()]) != 1 for r in rows):
         return None
-    names = [_image_stem(next(c for c in r if c.strip())) for r in rows]
-    stems = set(image_stems)
-    if names[0] not in stems and not Path(rows[0][0].strip()).suffix:  # a header such as "filename"
+    entries = [next(c for c in r if c.strip()).strip() for r in rows]
+    names, stems = [_image_stem(e) for e in entries], set(image_stems)
+    if names[0] not in stems and not Path(entries[0]).suffix:  # a header such as "filename"
         names = names[1:]
     if not names or not any(n in stems for n in names):
         return None
