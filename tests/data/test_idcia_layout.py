@@ -151,3 +151,13 @@ def test_split_lists_with_a_header_line_and_commands_on_the_raw_layout(capsys, t
     # a folder-format command given the shipped layout points to the importer
     code, out, err = run(capsys, "synth", "--out", tmp_path / "syn", "--from-points", src)
     assert code == 2 and err.startswith(f"error: {src / 'images' / 'Cy3'}: is a folder") and "data import" in err
+
+
+def test_a_subset_keeps_the_official_split(tmp_path: Path):
+    from instlib.runs.notebook import subset
+
+    src = tmp_path / "IDCIA"
+    make_idcia(src)
+    full = import_folder(src, tmp_path / "full", progress=False)
+    part = read_manifest(subset(full, tmp_path / "part", 3)).set_index("name")
+    assert len(part) == 3 and part["split"].to_dict() == {n: IMAGES[n][1] for n in part.index}

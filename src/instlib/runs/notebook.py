@@ -203,14 +203,19 @@ def subset(src: str | Path, dest: str | Path, n: int, *, overwrite: bool = False
     """Copy ``n`` samples of ``src`` spread evenly over their sorted cell counts into ``dest``."""
     from instlib.data.folder import IMAGES, POINTS, list_samples, prepare_output, write_manifest
 
+    from instlib.data.fetch import shipped_split
+    from instlib.data.subsets import SPLIT
+
     pick = _spread_by_count(list_samples(src), n)
     dest = prepare_output(dest, "subset", {"src": str(Path(src).resolve()), "n": n}, overwrite)
+    split = shipped_split(src)  # the official split travels with the images it covers
     rows = []
     for s in pick:
         for src_file, folder in ((s.image, IMAGES), (s.points, POINTS)):
             with atomic_path(dest / folder / src_file.name) as tmp:
                 shutil.copyfile(src_file, tmp)
-        rows.append({"name": s.name, "count": s.count(), "source": "subset", "seed": "", "original": str(s.image)})
+        rows.append({"name": s.name, "count": s.count(), "source": "subset", "seed": "", "original": str(s.image),
+                     **({SPLIT: split.get(s.name, "")} if split else {})})
     write_manifest(dest, rows)
     return dest
 
