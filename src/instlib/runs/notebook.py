@@ -201,9 +201,8 @@ def _prepare_real(profile: Profile, layout: RunLayout, *, overwrite: bool = Fals
 
 def subset(src: str | Path, dest: str | Path, n: int, *, overwrite: bool = False) -> Path:
     """Copy ``n`` samples of ``src`` spread evenly over their sorted cell counts into ``dest``."""
-    from instlib.data.folder import IMAGES, POINTS, list_samples, prepare_output, write_manifest
-
     from instlib.data.fetch import shipped_split
+    from instlib.data.folder import IMAGES, POINTS, list_samples, prepare_output, write_manifest
     from instlib.data.subsets import SPLIT
 
     pick = _spread_by_count(list_samples(src), n)
