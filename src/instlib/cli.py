@@ -424,5 +424,6 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     sys.exit(code)
 
+
 if __name__ == "__main__":
     main()
