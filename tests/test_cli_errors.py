@@ -154,6 +154,21 @@ def test_write_failure_mid_run_then_rerun(capsys, monkeypatch, tmp_path: Path, u
     assert files_of(out) == uninterrupted
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions; the patched PermissionError above "
+                    "covers the same path")
+def test_permission_denied_on_a_real_folder(capsys, tmp_path: Path, uninterrupted):
+    out = tmp_path / "synth"
+    assert run_cli(capsys, *SYNTH, "--out", out)[0] == 0
+    (out / "images").chmod(0o555)
+    try:
+        code, _, err = run_cli(capsys, *SYNTH, "--out", out)
+    finally:
+        (out / "images").chmod(0o755)
+    assert_one_error_line(code, err, f"error: {out / 'images'}: ")
+    assert "permission denied" in err.lower()
+    assert files_of(out) == uninterrupted
+
+
 def test_output_path_is_a_file(capsys, tmp_path: Path, real: Path):
     blocker = tmp_path / "taken"
     blocker.write_text("keep me\n")
