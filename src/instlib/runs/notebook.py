@@ -61,7 +61,9 @@ def _split_note(folder: Path) -> str:
         counts = Counter(shipped_split(folder).values())
     except InstlibError:
         return ""
-    return f" (official split: {counts['train']} train / {counts['val']} val / {counts['test']} test)" if counts else ""
+    if not counts:
+        return ""
+    return f" (ships an official split: {counts['train']} train / {counts['val']} val / {counts['test']} test)"
 
 
 def diffusion_label(profile: Profile) -> str:
