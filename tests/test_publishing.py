@@ -190,3 +190,37 @@ def test_cli_help_is_plain_words():
         res = runner.invoke(app, [*path, "--help"], terminal_width=200)
         assert res.exit_code == 0, (path, res.output)
         assert not SPHINX_MARKUP.search(res.output), (path, SPHINX_MARKUP.search(res.output).group(0))
+
+
+def test_setup_from_reads_the_parameters_a_notebook_defined(tmp_path):
+    from instlib.runs.notebook import setup, setup_from
+
+    namespace = {"profile": "smoke", "run_dir": str(tmp_path / "run"), "epochs": "3", "seeds": None,
+                 "sys": object(), "P": "not a parameter"}
+    profile, run = setup_from(namespace)
+    assert (profile, run) == setup("smoke", tmp_path / "run", epochs=3)
+    assert profile.epochs == 3 and profile.seeds == (42,) and run.root == tmp_path / "run"
+
+
+def test_run_rel_shows_paths_without_the_machine_part(tmp_path, monkeypatch):
+    from instlib.runs.layout import RunLayout
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    run = RunLayout(tmp_path / "run")
+    assert run.rel(run.real) == "data/real" and run.rel(run.root) == "."
+    assert run.rel(tmp_path / "home" / "data" / "mine") == "~/data/mine"
+    assert run.rel("/srv/data") == "/srv/data"
+
+
+def test_papermills_injected_cell_is_tagged_remove_cell(tmp_path):
+    from instlib.runs.reproduce import hide_injected_parameters
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell("x = 2", metadata={"tags": ["injected-parameters"]}),
+                                         nbformat.v4.new_code_cell("print(x)")])
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    for _ in range(2):  # idempotent
+        hide_injected_parameters(path)
+        tags = [c.metadata.get("tags", []) for c in nbformat.read(path, as_version=4).cells]
+        assert tags == [["parameters"], ["injected-parameters", "remove-cell"], []]
