@@ -92,6 +92,17 @@ def test_config_has_one_repository_address_with_its_buttons():
     cfg = _config()
     assert cfg["html"]["use_repository_button"] is True
     assert cfg["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert cfg["sphinx"]["recursive_update"] is True  # else the theme options below replace Jupyter Book's
+    assert cfg["sphinx"]["config"]["html_theme_options"]["use_download_button"] is True
+
+
+def test_every_mention_of_the_projects_repository_is_the_configured_one():
+    url, _ = _repository()
+    texts = [ROOT / "README.md", ROOT / "CITATION.cff", ROOT / "pyproject.toml", *NOTEBOOKS,
+             *(ROOT / "book").glob("*.md")]
+    mentions = {m for path in texts
+                for m in re.findall(r"github\.com/[\w.-]+/[\w.-]*inst-microscopy[\w.-]*", path.read_text(), flags=re.I)}
+    assert mentions == {url.removeprefix("https://")}
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
