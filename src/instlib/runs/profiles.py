@@ -153,7 +153,7 @@ def _plain(v: Any) -> Any:
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
     """``value`` converted to field ``name``'s type ``hint`` (pydantic's lax rules), or a clear error."""
-    if isinstance(value, str) and hint is not str:
+    if isinstance(value, str):
         value = _from_text(value, hint)
     if typing.get_origin(hint) is tuple and isinstance(value, (str, int, float)):
         value = [value]  # one value for a list field, e.g. --set mixes=none
@@ -173,7 +173,7 @@ def _from_text(text: str, hint: Any) -> Any:
     args = typing.get_args(hint)
     if type(None) in args and text.strip().lower() in _NULL_TEXT:
         return None
-    if str in args:
+    if hint is str or (str in args and typing.get_origin(hint) is not tuple):  # str or str | None
         return text
     try:
         return yaml.safe_load(text)
