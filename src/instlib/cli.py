@@ -1,7 +1,7 @@
 """The ``instlib`` command line: one command per pipeline stage, thin over the library.
 
-Every command reads and writes the folder format (see :mod:`instlib.data.folder`). User errors
-(:class:`~instlib.errors.InstlibError`) are printed as ``error: PATH: PROBLEM`` with exit code 2.
+What a terminal shows is ``APP_HELP`` and the commands' docstrings and option help: plain words, one
+line per paragraph (the help formatter keeps line breaks), no Sphinx markup.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ except ImportError:
 
 from instlib.errors import InstlibError
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+APP_HELP = ("One command per stage of the InST-Microscopy pipeline. Every command reads and writes the folder "
+            "format: DIR/images/NAME.png (or .tif, .jpg), DIR/points/NAME.csv with the header X,Y, and "
+            "DIR/manifest.csv. Problems with the input are printed as 'error: PATH: PROBLEM' with exit code 2.")
+app = typer.Typer(help=APP_HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Check, fetch and import datasets in the folder format.", no_args_is_help=True)
 style_app = typer.Typer(help="InST: train style tokens and transfer real style onto synthetic images.", no_args_is_help=True)
 count_app = typer.Typer(help="Cell counting: train, cross-validate, predict.", no_args_is_help=True)

@@ -5,6 +5,7 @@ offline with locally saved tiny models standing in for the hub ids.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -101,6 +102,68 @@ def test_the_book_shows_every_chapter_with_its_figures(smoke):
     results = (html / "notebooks" / "06_results.html").read_text()
     assert "25.95" in results and "They do not show" in results and "git commit" in results
     assert (html / "book" / "method.html").read_text().count("math") > 5
+
+
+def _page_text(page: Path) -> str:
+    """What a reader of the page can see or unfold: the HTML without tags, entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+
+
+def _removed_and_shown_code(notebook: Path) -> tuple[list[str], set[str]]:
+    """Lines of the executed notebook's cells tagged ``remove-cell``, and the lines of the other cells."""
+    nb = json.loads(notebook.read_text())
+    removed, shown = [], set()
+    for c in nb["cells"]:
+        lines = [ln.strip() for ln in "".join(c["source"]).splitlines() if ln.strip()]
+        if "remove-cell" in c["metadata"].get("tags", []):
+            removed += lines
+        else:
+            shown.update(lines)
+    return removed, shown
+
+
+def test_the_book_shows_no_plumbing_cells_and_no_machine_paths(smoke):
+    run, _, _ = smoke
+    built = run / "book" / "_build" / "html"
+    machine_path = re.compile(r"(?<![\w.~])/(tmp|home|root|Users)/")
+    for page in built.rglob("*.html"):
+        text = page.read_text()
+        assert str(run.resolve()) not in text and str(run) not in text, page
+        assert not machine_path.search(_page_text(page)), (page, machine_path.search(_page_text(page)))
+    for stem in NOTEBOOKS:
+        removed, shown = _removed_and_shown_code(run / "notebooks" / f"{stem}.ipynb")
+        # the install, parameters and papermill's injected-parameters cells, in the executed notebook only
+        assert any("google.colab" in ln for ln in removed) and any(ln.startswith("run_dir = ") for ln in removed)
+        assert sum(ln.startswith("profile = ") for ln in removed) == 2, stem  # declared, then injected
+        text = _page_text(built / "notebooks" / f"{stem}.html")
+        leaked = [ln for ln in removed if ln not in shown and ln in text]
+        assert not leaked, (stem, leaked)
+        # the setup cell stays, folded
+        page = (built / "notebooks" / f"{stem}.html").read_text()
+        folded = page.split('class="cell tag_hide-input', 1)[1].split("</details>", 1)[0]
+        assert "setup_from" in folded and page.count("setup_from") == folded.count("setup_from"), stem
+
+
+def _parameters_cell(nb: dict) -> str:
+    (cell,) = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
+    return "".join(cell["source"])
+
+
+def test_each_page_offers_its_executed_notebook_and_a_colab_badge_for_the_same_parameters(smoke):
+    run, _, _ = smoke
+    built = run / "book" / "_build" / "html"
+    for stem in NOTEBOOKS:
+        page = (built / "notebooks" / f"{stem}.html").read_text()
+        assert f'href="../_sources/notebooks/{stem}.ipynb"' in page, stem  # the theme's download button
+        downloaded = json.loads((built / "_sources" / "notebooks" / f"{stem}.ipynb").read_text())
+        assert downloaded == json.loads((run / "notebooks" / f"{stem}.ipynb").read_text()), stem
+        assert any(c.get("outputs") for c in downloaded["cells"] if c["cell_type"] == "code"), stem
+        committed = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())
+        badge = re.search(r"\((https://colab\.research\.google\.com/github/[^)]+)\)",
+                          "".join(committed["cells"][0]["source"])).group(1)
+        assert badge.endswith(f"/notebooks/{stem}.ipynb") and f'href="{badge}"' in page, stem
+        # Colab opens the committed notebook: its parameters cell is the one the executed notebook declares
+        assert _parameters_cell(committed) == _parameters_cell(downloaded), stem
 
 
 def test_executed_notebooks_pass_nbval(smoke, tmp_path):

@@ -113,3 +113,12 @@ def test_cached_sd14_is_found_offline_in_the_hub_cache(tmp_path):
     assert prof.cached_sd14(str(tmp_path)) is None  # CLIP ViT-L/14 is missing
     put(prof.CLIP_L14, ["config.json"])
     assert prof.cached_sd14(str(tmp_path)) == str(snap)
+
+
+def test_a_single_value_fills_a_list_field_and_numbers_fill_string_fields():
+    p = get_profile("smoke", mixes="none", seeds="7", real_data=2024, cell200="none")
+    assert p.mixes == ("none",) and p.seeds == (7,) and p.real_data == "2024" and p.cell200 is None
+    assert get_profile("smoke", mixes="[none, dacs]").mixes == ("none", "dacs")
+    assert get_profile("smoke", real_data="[a]", cell200="/data/2024").real_data == "[a]"
+    with pytest.raises(InstlibError, match=r"profile parameter density_categories: .* is not a valid tuple"):
+        get_profile("smoke", density_categories="[[1, 2, 3]]")

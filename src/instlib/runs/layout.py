@@ -119,6 +119,19 @@ class RunLayout:
     def provenance(self) -> Path:
         return self.root / "provenance.json"
 
+    def rel(self, path: str | Path) -> str:
+        """``path`` as a reader of the book should see it: relative to the run folder when inside it
+        (``data/real``), else with the home folder shortened to ``~`` (no machine's absolute paths)."""
+        path = Path(path).expanduser().resolve()
+        try:
+            return path.relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            pass
+        try:
+            return (Path("~") / path.relative_to(Path.home())).as_posix()
+        except ValueError:
+            return path.as_posix()
+
     def figure(self, name: str) -> Path:
         """``RUN/figures/<name>.png`` (the folder is created)."""
         self.figures.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """What every notebook does first, and the small glue between a profile and the library calls.
 
-A notebook's setup cell is ``P, run = setup(profile, run_dir, **its_parameters)``: the profile with
-the notebook's parameters applied (``None`` = the profile's value), and the run folder layout.
+A notebook's setup cell is ``P, run = setup_from(globals())``: the profile with the notebook's
+parameters applied (``None`` = the profile's value), and the run folder layout. Paths a page prints
+go through ``run.rel(path)`` (relative to the run folder), so the book shows no machine's paths.
 :func:`banner` shows the warnings a reader must see (random diffusion weights, simulated data);
 :func:`describe` says in one line which profile, data and models produced a number or figure.
 """
@@ -12,6 +13,7 @@ import html
 import json
 import shutil
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,14 @@ def setup(profile: str = "demo", run_dir: str | Path | None = None, **parameters
     except ImportError:  # pragma: no cover
         pass
     return prof, layout
+
+
+def setup_from(namespace: Mapping[str, Any]) -> tuple[Profile, RunLayout]:
+    """:func:`setup` with the parameters a notebook defined: ``profile``, ``run_dir`` and every
+    profile field found in ``namespace`` (the notebook's ``globals()`` after its parameters cell),
+    so the setup cell does not repeat the parameter names."""
+    fields = {name: namespace[name] for name in Profile.field_names() if name in namespace}
+    return setup(namespace.get("profile", "demo"), namespace.get("run_dir"), **fields)
 
 
 # ---------------------------------------------------------------- what produced the numbers

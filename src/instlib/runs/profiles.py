@@ -20,11 +20,13 @@ profile's hub ids at locally saved tiny models. Unknown profiles or fields raise
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
 import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from instlib.errors import InstlibError
 
@@ -150,62 +152,39 @@ def _plain(v: Any) -> Any:
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """Convert ``value`` to the type ``hint`` of field ``name`` or raise a clear error."""
-    if isinstance(value, str) and hint == (str | None):
-        return None if value.strip().lower() in ("null", "none", "~", "") else value
-    if isinstance(value, str) and hint is not str:
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError:
-            pass
+    """``value`` converted to field ``name``'s type ``hint`` (pydantic's lax rules), or a clear error."""
+    if isinstance(value, str):
+        value = _from_text(value, hint)
+    if typing.get_origin(hint) is tuple and isinstance(value, (str, int, float)):
+        value = [value]  # one value for a list field, e.g. --set mixes=none
     try:
-        return _convert(value, hint)
-    except (TypeError, ValueError):
+        return _adapter(hint).validate_python(value)
+    except ValidationError:
         raise InstlibError(f"profile parameter {name}: {value!r} is not a valid {_type_name(hint)}") from None
 
 
-def _convert(value: Any, hint: Any) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _convert(value, a)
-            except (TypeError, ValueError):
-                continue
-        raise ValueError(value)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0]) for v in value)
-        if len(value) != len(args):
-            raise ValueError(value)
-        return tuple(_convert(v, a) for v, a in zip(value, args))
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise TypeError(value)
-    if hint is int:
-        if isinstance(value, bool) or not float(value).is_integer():
-            raise TypeError(value)
-        return int(value)
-    if hint is float:
-        if isinstance(value, bool):
-            raise TypeError(value)
-        return float(value)
-    if hint is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise TypeError(value)
-        return str(value)
-    if hint is dict:
-        if not isinstance(value, dict):
-            raise TypeError(value)
-        return value
-    return value
+#: Texts that mean "no value" for an optional field (YAML's own nulls plus Python's spelling).
+_NULL_TEXT = ("null", "none", "~", "")
+
+
+def _from_text(text: str, hint: Any) -> Any:
+    """Command-line text as a value: YAML (``"false"``, ``"3"``, ``"[0.5, 0.7]"``), except that a
+    string field keeps the text as written (a path such as ``/data/2024`` stays a string)."""
+    args = typing.get_args(hint)
+    if type(None) in args and text.strip().lower() in _NULL_TEXT:
+        return None
+    if hint is str or (str in args and typing.get_origin(hint) is not tuple):  # str or str | None
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text  # the type check below reports it
+
+
+@functools.cache
+def _adapter(hint: Any) -> TypeAdapter:
+    # Numbers are accepted for string fields (a folder called 2024 written without quotes).
+    return TypeAdapter(hint, config=ConfigDict(coerce_numbers_to_str=True))
 
 
 def _type_name(hint: Any) -> str:

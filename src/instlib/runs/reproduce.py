@@ -9,7 +9,9 @@ For each ``notebooks/NN_name.ipynb``:
    equal stamps skip the notebook (unless ``force``);
 3. otherwise papermill executes it into ``RUN/notebooks/NN_name.ipynb``; a failure raises
    :class:`~instlib.errors.InstlibError` naming the notebook, the failing cell and the error, and
-   leaves no stamp, so the next run resumes from that notebook.
+   leaves no stamp, so the next run resumes from that notebook. papermill's injected-parameters
+   cell (it holds the machine's run folder) is tagged ``remove-cell`` like the parameters cell, so
+   the book leaves both out while the executed notebook keeps them.
 
 Then the book sources (``_config.yml``, ``_toc.yml``, ``book/``) and the executed notebooks are
 copied into ``RUN/book`` (same relative layout as the repository, so the same ``_toc.yml`` serves
@@ -34,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from instlib.data.atomic import atomic_open
 from instlib.errors import InstlibError
 from instlib.runs import provenance
 from instlib.runs.layout import RunLayout
@@ -44,6 +47,9 @@ RUN_PARAMETERS = ("profile", "run_dir")
 BOOK_FILES = ("_config.yml", "_toc.yml")
 BOOK_DIR = "book"
 NOTEBOOK_DIR = "notebooks"
+#: Jupyter Book's tag for a cell the rendered page leaves out (the executed notebook keeps it).
+REMOVE_CELL = "remove-cell"
+INJECTED_TAG = "injected-parameters"
 #: The kernel's own log (not the notebook's output) at ERROR: its start-up chatter would bury the progress.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
@@ -207,6 +213,7 @@ def execute_notebooks(profile: Profile, run_dir: str | Path, *, notebooks: list[
                                            extra_arguments=KERNEL_ARGUMENTS)
         except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
             raise _failure(name, exc, out) from exc
+        hide_injected_parameters(out)
         dt = time.perf_counter() - t0
         stamp_file.write_text(json.dumps({"stamp": stamp, "seconds": round(dt, 1), "parameters": params},
                                          indent=2) + "\n")
@@ -214,6 +221,19 @@ def execute_notebooks(profile: Profile, run_dir: str | Path, *, notebooks: list[
         results.append(NotebookResult(name, "ran", dt, out))
         previous = stamp
     return results
+
+
+def hide_injected_parameters(notebook: Path) -> None:
+    """Tag papermill's injected-parameters cell ``remove-cell`` (papermill gives it only its own tag)."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if INJECTED_TAG in tags and REMOVE_CELL not in tags:
+            cell.metadata["tags"] = [*tags, REMOVE_CELL]
+    with atomic_open(notebook, "w") as fh:
+        nbformat.write(nb, fh)
 
 
 def _read_json(path: Path) -> dict:
