@@ -35,10 +35,6 @@ class ImageFilter:
         """A filter from user-facing values (``only`` any collection of names)."""
         return cls(stain, names, frozenset(only) if only is not None else None)
 
-    @property
-    def active(self) -> bool:
-        return any(v is not None for v in (self.stain, self.names, self.only))
-
     def describe(self) -> dict:
         """The criteria as plain data (for settings and metadata)."""
         return {"stain": self.stain, "names": self.names, "only": sorted(self.only) if self.only is not None else None}
@@ -59,6 +55,7 @@ class ImageFilter:
         return kept
 
     def describe_short(self) -> str:
+        """The criteria in a few words (for messages)."""
         parts = [f"stain={self.stain}" if self.stain else "", f"names={self.names}" if self.names else "",
                  f"{len(self.only)} listed names" if self.only is not None else ""]
         return ", ".join(p for p in parts if p) or "none"
