@@ -24,6 +24,7 @@ the order content, style, noise; results do not depend on the batch it is in. Wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,7 +117,7 @@ def timesteps(scheduler: DDIMScheduler, config: TransferConfig) -> tuple[int, to
 
 
 def _merged(components: StyleComponents, latents: torch.Tensor, t: int | torch.Tensor, plan: TilePlan | None,
-            states: list[torch.Tensor], combine=None) -> torch.Tensor:
+            states: list[torch.Tensor], combine: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
     """Noise prediction for ``latents`` over the tiles of ``plan`` (the whole latent when None); with several
     ``states`` the UNet runs once on all of them and ``combine`` merges their predictions per tile."""
     def per_tile(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -162,7 +163,7 @@ def denoise(components: StyleComponents, scheduler: DDIMScheduler, latents: torc
 
 
 def _adain_to_styles(components: StyleComponents, latents: torch.Tensor, style: list[torch.Tensor],
-                       generators: list[torch.Generator]) -> torch.Tensor:
+                     generators: list[torch.Generator]) -> torch.Tensor:
     """AdaIN of each content latent to its own style image's whole latent (styles may differ in size)."""
     return torch.cat([adain(z[None], encode_latents(components, s[None], g))
                       for z, s, g in zip(latents, style, generators)])
