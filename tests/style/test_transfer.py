@@ -247,3 +247,12 @@ def test_latents_and_scheduler_stay_fp32_with_half_precision_networks(token, mon
     assert out.shape == (RES, 48, 3) and len(steps) == 2 * 3
     assert set(steps) == {(torch.float32, torch.float32), (torch.float32,)}
     assert set(unet_inputs) == {(torch.bfloat16, torch.bfloat16)}  # the network itself runs in half precision
+
+
+def test_many_tiles_are_merged_in_bounded_calls():
+    plan = plan_tiles(40 * 8, 52 * 8, 64, 8)
+    latents = torch.randn(1, 4, plan.height, plan.width)
+    sizes = []
+    merged = tiled(lambda x, n: sizes.append(n) or x * 2.0, latents, plan, max_tiles=5)
+    assert plan.count > 5 and max(sizes) == 5 and sum(sizes) == plan.count
+    torch.testing.assert_close(merged, latents * 2.0)

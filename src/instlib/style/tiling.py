@@ -107,15 +107,19 @@ def pad_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.pad(img, ((0, size[0] - h), (0, size[1] - w), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")
 
 
-def tiled(fn: Callable[[torch.Tensor, int], torch.Tensor], latents: torch.Tensor, plan: TilePlan) -> torch.Tensor:
-    """Apply ``fn`` to every tile of ``latents (B, C, H, W)`` in one call and merge the results by weight.
+def tiled(fn: Callable[[torch.Tensor, int], torch.Tensor], latents: torch.Tensor, plan: TilePlan,
+          max_tiles: int = 16) -> torch.Tensor:
+    """Apply ``fn`` to every tile of ``latents (B, C, H, W)`` and merge the results by weight (in fp32).
 
-    ``fn(tiles, n)`` gets the tiles stacked tile-major, ``(n * B, C, t, t)`` (tile 0 of every image, then
-    tile 1, ...), and returns a tensor of the same shape; the merge is in fp32.
+    ``fn(tiles, n)`` gets ``n`` tiles stacked tile-major, ``(n * B, C, t, t)`` (tile 0 of every image, then
+    tile 1, ...), at most ``max_tiles`` per call so that a large image does not exhaust memory, and
+    returns a tensor of the same shape.
     """
     t = plan.tile
     tiles = [latents[:, :, r:r + t, c:c + t] for r in plan.rows for c in plan.cols]
-    out = fn(torch.cat(tiles), len(tiles)).float().chunk(len(tiles))
+    out = [y for i in range(0, len(tiles), max_tiles)
+           for y in fn(torch.cat(tiles[i:i + max_tiles]), len(tiles[i:i + max_tiles])).float().chunk(
+               len(tiles[i:i + max_tiles]))]
     if len(tiles) == 1:
         return out[0]
     total = torch.zeros_like(latents, dtype=torch.float32)
