@@ -96,9 +96,9 @@ def check_token(components: StyleComponents, token: StyleToken) -> None:
 def token_embeddings(components: StyleComponents, tokens: list[StyleToken], images: list[np.ndarray]) -> torch.Tensor:
     """``(B, D)`` placeholder embeddings: image i's CLIP embedding, made as ``tokens[i]`` was trained (its
     ``reference_clip_input``), through ``tokens[i]``'s block (no gradient)."""
+    embeds = {flag: image_embeddings(components, images, flag) for flag in {t.reference_clip_input for t in tokens}}
     with torch.no_grad():
-        return torch.cat([t.block(image_embeddings(components, [img], t.reference_clip_input))
-                          for t, img in zip(tokens, images)])
+        return torch.cat([t.block(embeds[t.reference_clip_input][i:i + 1]) for i, t in enumerate(tokens)])
 
 
 def style_conditioning(components: StyleComponents, tokens: list[StyleToken],
