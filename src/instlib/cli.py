@@ -175,7 +175,8 @@ def style_train(
     category: Annotated[Optional[tuple[int, int]], typer.Option(help="Train on style images with LO..HI cells only.")] = None,
     stain: StainOpt = None,
     names: NamesOpt = None,
-    geometry: Annotated[str, typer.Option(help="resize (the whole image, as the reference) or center-crop.")] = "resize",
+    geometry: Annotated[str, typer.Option(help="resize (the whole image, as the reference) or "
+                                               "center-crop.")] = "resize",
     reference_clip_input: Annotated[bool, typer.Option("--reference-clip-input", help="Feed CLIP the reference's "
                                                        "uint8 cast of the [-1, 1] image (a near-binary mask), as "
                                                        "the authors' code; recorded in the token.")] = False,

@@ -60,6 +60,7 @@ def test_token_records_the_switch_and_transfer_uses_it(tiny, folders, tmp_path, 
     torch.testing.assert_close(token_embeddings(tiny, [token], [style]), expected)
     seen = []
     real = conditioning.image_embeddings
-    monkeypatch.setattr(conditioning, "image_embeddings", lambda c, imgs, ref=False: seen.append(ref) or real(c, imgs, ref))
+    monkeypatch.setattr(conditioning, "image_embeddings",
+                        lambda c, imgs, ref=False: seen.append(ref) or real(c, imgs, ref))
     stylize_images(tiny, token, [random_uint8((RES, RES, 3), 1)], [style], TransferConfig(steps=4, resolution=RES), [0])
     assert seen == [True]

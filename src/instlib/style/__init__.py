@@ -22,7 +22,8 @@ from instlib.style.train import train_category_tokens, train_style_token
 from instlib.style.transfer import TransferConfig, adain, stylize, stylize_images
 
 __all__ = [
-    "BUILDERS", "DEFAULT_IMAGE_ENCODER", "DEFAULT_MODEL", "Fidelity", "ImageFilter", "StyleComponents", "TILINGS", "StyleToken",
+    "BUILDERS", "DEFAULT_IMAGE_ENCODER", "DEFAULT_MODEL", "Fidelity", "ImageFilter", "StyleComponents", "TILINGS",
+    "StyleToken",
     "StyleTokenBlock", "TokenConfig", "TransferConfig", "adain", "filter_by_fidelity", "image_seed", "load_components",
     "load_token", "load_tokens", "measure_fidelity", "measure_folder", "pair_styles", "save_components", "save_token",
     "stylize", "stylize_images", "train_category_tokens", "train_style_token", "transfer_folder",

@@ -6,7 +6,8 @@ to the embedding, dropout, linear), built from diffusers' :class:`Attention` so 
 match the reference (``attn1.to_q.weight``, ..., ``net.1.bias``). A token file holds the block's tensors
 and, as metadata, its config, the placeholder, the base model, the optional count category, whether
 it saw the reference's CLIP input (``reference_clip_input``), its training record (``info``: settings
-and the names of the images it saw) and a SHA-256 of the tensors, so a modified or truncated file is refused instead of silently used.
+and the names of the images it saw) and a SHA-256 of the tensors, so a modified or truncated file is
+refused instead of silently used.
 """
 
 from __future__ import annotations
