@@ -162,6 +162,16 @@ ModelOpt = Annotated[str, typer.Option(help="Hub id, local diffusers folder, 'ti
 ImageEncoderOpt = Annotated[Optional[str], typer.Option(help="CLIP image encoder: hub id or folder "
                                                                "(default: the model's image_encoder/ or CLIP ViT-L/14).")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ... (default: the GPU if any).")]
+StainOpt = Annotated[Optional[str], typer.Option(help="Only style images of this stain (the style folder "
+                                                      "manifest's 'stain' column), e.g. DAPI.")]
+NamesOpt = Annotated[Optional[str], typer.Option("--names", help="Only style images whose name matches this glob, "
+                                                                 "e.g. '*_DAPI_*'.")]
+
+
+def _select(stain: str | None, names: str | None):
+    from instlib.style.selection import ImageFilter
+
+    return ImageFilter.of(stain, names) if stain is not None or names is not None else None
 
 
 def _components(model: str, image_encoder: str | None, device: str | None):
@@ -182,6 +192,13 @@ def style_train(
     resolution: Annotated[int, typer.Option(help="Square training size in pixels.")] = 512,
     seed: Seed = 0,
     category: Annotated[Optional[tuple[int, int]], typer.Option(help="Train on style images with LO..HI cells only.")] = None,
+    stain: StainOpt = None,
+    names: NamesOpt = None,
+    geometry: Annotated[str, typer.Option(help="resize (the whole image, as the reference) or "
+                                               "center-crop.")] = "resize",
+    reference_clip_input: Annotated[bool, typer.Option("--reference-clip-input", help="Feed CLIP the reference's "
+                                                       "uint8 cast of the [-1, 1] image (a near-binary mask), as "
+                                                       "the authors' code; recorded in the token.")] = False,
     checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every K steps.")] = 500,
     device: DeviceOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start afresh instead of resuming.")] = False,
@@ -191,7 +208,9 @@ def style_train(
 
     path = train_style_token(style, out, _components(model, image_encoder, device), steps=steps, lr=lr,
                              batch_size=batch_size, resolution=resolution, seed=seed, category=category,
-                             checkpoint_every=checkpoint_every, overwrite=overwrite)
+                             select=_select(stain, names), geometry=geometry,
+                             reference_clip_input=reference_clip_input, checkpoint_every=checkpoint_every,
+                             overwrite=overwrite)
     typer.echo(f"wrote {path}")
 
 
@@ -210,7 +229,12 @@ def style_transfer(
     inversion: Annotated[str, typer.Option(help="stochastic (UNet-predicted noise) or noise (plain img2img).")] = "stochastic",
     reference_timesteps: Annotated[bool, typer.Option("--reference-timesteps", help="Encode at int(strength x 1000) "
                                                       "but decode from the DDIM grid, as the reference.")] = False,
-    resolution: Annotated[int, typer.Option(help="Square size the networks see; outputs keep the content's size.")] = 512,
+    resolution: Annotated[int, typer.Option(help="Square tile the networks see; outputs keep the content's size "
+                                                 "and pixel grid.")] = 512,
+    tiling: Annotated[str, typer.Option(help="blend (overlapping tiles merged every step) or grid "
+                                             "(non-overlapping tiles, as the reference's data).")] = "blend",
+    stain: StainOpt = None,
+    names: NamesOpt = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch (results do not depend on it).")] = 1,
     seed: Seed = 42,
     shard: ShardOpt = None,
@@ -223,7 +247,8 @@ def style_transfer(
     path = transfer_folder(content, style, token, out, _components(model, image_encoder, device), strength=strength,
                            steps=steps, guidance=guidance, adain=adain, inversion=inversion,
                            reference_timesteps=reference_timesteps, batch_size=batch_size, seed=seed,
-                           resolution=resolution, shard=_shard(shard), overwrite=overwrite)
+                           resolution=resolution, tiling=tiling, select=_select(stain, names), shard=_shard(shard),
+                           overwrite=overwrite)
     typer.echo(f"wrote {path}")
 
 

@@ -38,6 +38,25 @@ def test_train_transfer_filter(monkeypatch, capsys, folders, tmp_path):
     assert "4 images, mean recall" in capsys.readouterr().out and (tmp_path / "f.csv").is_file()
 
 
+def test_style_options_land(monkeypatch, folders, tmp_path):
+    token = tmp_path / "tok.safetensors"
+    assert run(monkeypatch, "style", "train", "--style", folders["real"], "--out", token, "--steps", 1,
+               "--model", "tiny", "--resolution", 32, "--device", "cpu", "--names", "field[12]",
+               "--geometry", "center-crop", "--reference-clip-input") == 0
+    info = load_token(token).info
+    assert load_token(token).reference_clip_input and info["geometry"] == "center-crop"
+    assert info["names"] == ["field1", "field2"] and info["select"]["names"] == "field[12]"
+    out = tmp_path / "styled"
+    assert run(monkeypatch, "style", "transfer", "--content", folders["synhc"], "--style", folders["real"],
+               "--token", token, "--out", out, "--model", "tiny", "--resolution", 32, "--steps", 4,
+               "--tiling", "grid", "--names", "field[03]", "--device", "cpu") == 0
+    manifest = read_manifest(out)
+    assert list(manifest["name"]) == ["field0", "field3"] and set(manifest["tiling"]) == {"grid"}
+    assert run(monkeypatch, "style", "transfer", "--content", folders["synhc"], "--style", folders["real"],
+               "--token", token, "--out", tmp_path / "s2", "--model", "tiny", "--stain", "DAPI", "--device",
+               "cpu") == 2
+
+
 def test_user_errors_are_printed(monkeypatch, capsys, folders, tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_text("nope")

@@ -14,6 +14,7 @@ from instlib.data.images import read_image, write_image
 from instlib.data.points import write_points
 from instlib.errors import DataError, InstlibError
 from instlib.style import image_seed, transfer_folder
+from instlib.style.selection import ImageFilter
 from instlib.style.tokens import new_token, save_token
 from style_helpers import RES
 
@@ -149,3 +150,18 @@ def test_input_errors_name_the_file_and_write_nothing(tiny, folders, token_file,
         wide = save_token(new_token(768), tmp_path / "wide.safetensors")
         transfer_folder(folders["synhc"], folders["real"], wide, tmp_path / "o5", tiny, **FAST)
     assert not any((tmp_path / f"o{i}").exists() for i in range(1, 5))
+
+
+def test_stain_filter_keeps_content_paired_with_that_stain(tiny, folders, token_file, tmp_path):
+    style = tmp_path / "real"
+    shutil.copytree(folders["real"], style)
+    pd.DataFrame({"name": [f"field{i}" for i in range(4)], "count": [3, 8, 14, 20],
+                  "stain": ["DAPI", "Cy3", "DAPI", "Cy3"]}).to_csv(style / "manifest.csv", index=False)
+    out = transfer_folder(folders["synhc"], style, token_file, tmp_path / "dapi", tiny,
+                          select=ImageFilter.of(stain="DAPI"), **FAST)
+    manifest = read_manifest(out)
+    assert list(manifest["name"]) == ["field0", "field2"] and set(manifest["tiling"]) == {"blend"}
+    out = transfer_folder(folders["synhc"], style, token_file, tmp_path / "glob", tiny, tiling="grid",
+                          select=ImageFilter.of(names="field[01]"), **FAST)
+    manifest = read_manifest(out)
+    assert list(manifest["name"]) == ["field0", "field1"] and set(manifest["tiling"]) == {"grid"}

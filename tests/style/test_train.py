@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 import instlib.style.train as train
+from instlib.data.images import write_image
 from instlib.errors import DataError, InstlibError
 from instlib.style import load_token, train_category_tokens, train_style_token
+from instlib.style.selection import ImageFilter
 from instlib.style.tokens import new_token
 from style_helpers import RES
 
@@ -104,3 +110,51 @@ def test_bad_style_folder(tiny, tmp_path):
         train_style_token(tmp_path / "style", tmp_path / "t.safetensors", tiny, steps=1, **FAST)
     assert err.value.path.name == "a.png"
     assert not (tmp_path / "t.safetensors").exists()
+
+
+def _training_images(tiny, style_dir, tmp_path, monkeypatch, **kwargs):
+    seen = []
+    real_loss = train._loss
+    monkeypatch.setattr(train, "_loss", lambda c, b, images, *a: seen.append(images) or real_loss(c, b, images, *a))
+    out = train_style_token(style_dir, tmp_path / f"t{len(list(tmp_path.iterdir()))}.safetensors", tiny, steps=1,
+                            **FAST, **kwargs)
+    return seen[0], load_token(out)
+
+
+def test_training_resizes_the_whole_image_as_the_reference(tiny, tmp_path, monkeypatch):
+    wide = np.zeros((RES, 2 * RES, 3), np.uint8)
+    wide[:, :RES // 2] = 255  # bright left quarter: a centre crop would drop it
+    style = tmp_path / "style"
+    write_image(style / "images" / "wide.png", wide)
+    images, token = _training_images(tiny, style, tmp_path, monkeypatch)
+    assert np.array_equal(images[0], np.array(Image.fromarray(wide).resize((RES, RES), Image.Resampling.BICUBIC)))
+    assert images[0][:, :RES // 8].mean() > 200 and token.info["geometry"] == "resize"
+    cropped, token = _training_images(tiny, style, tmp_path, monkeypatch, geometry="center-crop")
+    assert np.array_equal(cropped[0], wide[:, RES // 2:RES // 2 + RES]) and token.info["geometry"] == "center-crop"
+    with pytest.raises(InstlibError, match="geometry must be one of"):
+        train_style_token(style, tmp_path / "x.safetensors", tiny, steps=1, geometry="squash", **FAST)
+
+
+def test_tokens_see_only_the_given_images_and_record_them(tiny, folders, tmp_path):
+    paths = train_category_tokens(folders["real"], tmp_path / "tokens", tiny, [(0, 10), (11, 30)], steps=1,
+                                  images={"field0", "field2", "field3"}, **FAST)
+    assert [load_token(p).info["names"] for p in paths] == [["field0"], ["field2", "field3"]]
+    assert load_token(paths[0]).info["select"]["only"] == ["field0", "field2", "field3"]
+    with pytest.raises(DataError, match="no images left"):
+        train_category_tokens(folders["real"], tmp_path / "none", tiny, [(0, 10)], steps=1, images={"other"}, **FAST)
+
+
+def test_stain_and_name_filters(tiny, folders, tmp_path):
+    style = tmp_path / "real"
+    shutil.copytree(folders["real"], style)
+    with pytest.raises(DataError, match="no manifest.csv.*--names"):
+        train_style_token(style, tmp_path / "a.safetensors", tiny, steps=1, select=ImageFilter.of(stain="DAPI"),
+                          **FAST)
+    pd.DataFrame({"name": [f"field{i}" for i in range(4)], "count": [3, 8, 14, 20],
+                  "stain": ["DAPI", "Cy3", "dapi", "Cy3"]}).to_csv(style / "manifest.csv", index=False)
+    dapi = train_style_token(style, tmp_path / "b.safetensors", tiny, steps=1, select=ImageFilter.of(stain="DAPI"),
+                             **FAST)
+    assert load_token(dapi).info["names"] == ["field0", "field2"]
+    globbed = train_style_token(style, tmp_path / "c.safetensors", tiny, steps=1,
+                                select=ImageFilter.of(names="field[13]"), **FAST)
+    assert load_token(globbed).info["names"] == ["field1", "field3"]

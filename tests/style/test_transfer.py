@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionImg2ImgPipeline
 
 from instlib.errors import InstlibError
-from instlib.style import TransferConfig, adain, stylize, stylize_images
+from instlib.style import TransferConfig, adain, load_components, stylize, stylize_images
 from instlib.style.conditioning import style_conditioning
 from instlib.style.imaging import to_pixels
+from instlib.style.tiling import TILINGS, plan_tiles, tiled
 from instlib.style.tokens import new_token
 from instlib.style.transfer import invert, timesteps
 from style_helpers import RES, random_uint8
@@ -132,3 +135,124 @@ def test_resolution_must_fit_the_vae(tiny, token):
     with pytest.raises(InstlibError, match="multiple"):
         stylize_images(tiny, token, [random_uint8((8, 8, 3), 0)], [random_uint8((8, 8, 3), 1)],
                        TransferConfig(resolution=36), [0])
+
+
+def test_stylize_runs_stochastic_inversion_by_default(tiny, batch):
+    """``stylize`` itself (not only ``invert``) must invert stochastically unless told otherwise."""
+    default = TransferConfig(steps=10, strength=0.5, resolution=RES, adain=False)
+    calls = []
+    handle = tiny.unet.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    try:
+        ours = stylize(tiny, batch["content"], batch["cond"], batch["uncond"], default, _gens([3, 4]))
+    finally:
+        handle.remove()
+    assert calls == [2] + [4] * 5  # one conditional inversion call, then 5 guided steps on [uncond; cond]
+    explicit = stylize(tiny, batch["content"], batch["cond"], batch["uncond"],
+                       TransferConfig(**{**default.__dict__, "inversion": "stochastic"}), _gens([3, 4]))
+    noise = stylize(tiny, batch["content"], batch["cond"], batch["uncond"],
+                    TransferConfig(**{**default.__dict__, "inversion": "noise"}), _gens([3, 4]))
+    torch.testing.assert_close(ours, explicit, atol=0, rtol=0)
+    assert (ours - noise).abs().max() > 1e-3
+
+
+def _record_vae_and_unet(components, monkeypatch):
+    seen = {"encode": [], "unet": []}
+    real_encode = components.vae.encode
+    monkeypatch.setattr(components.vae, "encode", lambda x, *a, **k: seen["encode"].append(x.clone()) or
+                        real_encode(x, *a, **k))
+    handle = components.unet.register_forward_hook(lambda m, args, out: seen["unet"].append(tuple(args[0].shape)))
+    return seen, handle
+
+
+@pytest.mark.parametrize("shape", [(40, 96), (20, 24), (33, 50)])
+def test_content_is_tiled_never_squashed(tiny, token, monkeypatch, shape):
+    content, style = random_uint8((*shape, 3), 1), random_uint8((24, 40, 3), 2)
+    seen, handle = _record_vae_and_unet(tiny, monkeypatch)
+    try:
+        out = stylize_images(tiny, token, [content], [style], TransferConfig(steps=4, resolution=RES), [0])[0]
+    finally:
+        handle.remove()
+    assert out.shape == content.shape
+    encoded = seen["encode"][0]  # the content as the VAE got it: its own pixels, mirrored out to a tileable size
+    assert encoded.shape[2] >= max(shape[0], RES) and encoded.shape[3] >= max(shape[1], RES)
+    assert encoded.shape[2] % 8 == 0 and encoded.shape[3] % 8 == 0
+    torch.testing.assert_close(encoded[0, :, :shape[0], :shape[1]], to_pixels([content], "cpu", torch.float32)[0])
+    if encoded.shape[2] > shape[0]:  # reflect padding: row H is row H - 2
+        torch.testing.assert_close(encoded[0, :, shape[0]], encoded[0, :, shape[0] - 2])
+    assert seen["encode"][1].shape[2:] == (24, 40)  # the style at its own scale (AdaIN statistics)
+    assert {s[2:] for s in seen["unet"]} == {(RES // 8, RES // 8)}  # square tiles at the model's resolution
+
+
+def test_blend_tiles_merge_back_exactly_and_grid_tiles_do_not_overlap():
+    latents = torch.randn(2, 4, 13, 21)
+    for tiling in TILINGS:
+        plan = plan_tiles(13 * 8, 21 * 8, 64, 8, tiling)
+        padded = torch.nn.functional.pad(latents, (0, plan.width - 21, 0, plan.height - 13))
+        torch.testing.assert_close(tiled(lambda x, n: x * 1.0, padded, plan), padded)  # weights sum to one
+        assert plan.rows[-1] + plan.tile == plan.height and plan.cols[-1] + plan.tile == plan.width
+    blend, grid = plan_tiles(13 * 8, 21 * 8, 64, 8, "blend"), plan_tiles(13 * 8, 21 * 8, 64, 8, "grid")
+    assert (blend.height, blend.width) == (13, 21)  # no padding needed: tiles overlap by at least a quarter
+    assert blend.cols == (0, 4, 9, 13) and blend.rows == (0, 5)
+    assert (grid.height, grid.width) == (16, 24) and grid.cols == (0, 8, 16)  # padded to whole tiles
+    assert all(b - a == grid.tile for a, b in zip(grid.cols, grid.cols[1:]))
+
+
+def test_grid_tiling_keeps_the_size_and_differs_from_blend(tiny, token):
+    content, style = random_uint8((40, 72, 3), 5), random_uint8((40, 72, 3), 6)
+    blend = stylize_images(tiny, token, [content], [style], TransferConfig(steps=4, resolution=RES), [1])[0]
+    grid = stylize_images(tiny, token, [content], [style], TransferConfig(steps=4, resolution=RES, tiling="grid"),
+                          [1])[0]
+    assert blend.shape == grid.shape == content.shape
+    assert np.abs(blend.astype(int) - grid).max() > 0
+    with pytest.raises(InstlibError, match="tiling must be one of"):
+        TransferConfig(tiling="squash")
+
+
+def test_works_for_a_pixel_space_model(tiny, token):
+    """Latent factor 1 (a pixel-space prior): tiles of ``resolution`` pixels, deterministic, batch-independent."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=8, layers_per_block=1, latent_channels=4,
+                            down_block_types=["DownEncoderBlock2D"], up_block_types=["UpDecoderBlock2D"]).eval()
+    pixel = dataclasses.replace(tiny, vae=vae)
+    assert pixel.latent_factor == 1
+    contents = [random_uint8((12, 30, 3), 1), random_uint8((20, 18, 3), 2)]
+    styles = [random_uint8((16, 16, 3), 3), random_uint8((10, 14, 3), 4)]
+    config = TransferConfig(steps=4, resolution=16)
+    together = stylize_images(pixel, token, contents, styles, config, [1, 2])
+    alone = [stylize_images(pixel, token, [c], [s], config, [k])[0] for c, s, k in zip(contents, styles, (1, 2))]
+    for a, b, c in zip(together, alone, contents):
+        assert a.shape == c.shape and np.abs(a.astype(int) - b).max() <= 1
+
+
+def test_latents_and_scheduler_stay_fp32_with_half_precision_networks(token, monkeypatch):
+    half = load_components("tiny", device="cpu", dtype=torch.bfloat16)
+    assert half.unet.dtype == torch.bfloat16
+    steps, unet_inputs = [], []
+    real_step = DDIMScheduler.step
+
+    def step(self, model_output, timestep, sample, *args, **kwargs):
+        steps.append((model_output.dtype, sample.dtype))
+        out = real_step(self, model_output, timestep, sample, *args, **kwargs)
+        steps.append((out.prev_sample.dtype,))
+        return out
+
+    monkeypatch.setattr(DDIMScheduler, "step", step)
+    handle = half.unet.register_forward_hook(lambda m, args, out: unet_inputs.append((args[0].dtype, out.sample.dtype)))
+    try:
+        out = stylize_images(half, token, [random_uint8((RES, 48, 3), 1)], [random_uint8((RES, RES, 3), 2)],
+                             TransferConfig(steps=6, strength=0.5, resolution=RES), [0])[0]
+    finally:
+        handle.remove()
+    assert out.shape == (RES, 48, 3) and len(steps) == 2 * 3
+    assert set(steps) == {(torch.float32, torch.float32), (torch.float32,)}
+    assert set(unet_inputs) == {(torch.bfloat16, torch.bfloat16)}  # the network itself runs in half precision
+
+
+def test_many_tiles_are_merged_in_bounded_calls():
+    plan = plan_tiles(40 * 8, 52 * 8, 64, 8)
+    latents = torch.randn(1, 4, plan.height, plan.width)
+    sizes = []
+    merged = tiled(lambda x, n: sizes.append(n) or x * 2.0, latents, plan, max_tiles=5)
+    assert plan.count > 5 and max(sizes) == 5 and sum(sizes) == plan.count
+    torch.testing.assert_close(merged, latents * 2.0)

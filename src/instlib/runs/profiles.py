@@ -77,6 +77,14 @@ class Profile:
     n_sweep: int = 2
     """Images shown in the strength sweep and the ablation figures."""
     style_seed: int = 42
+    reference_clip_input: bool = False
+    """Style tokens see the authors' CLIP input (a near-binary mask of the image) instead of the image."""
+    stain: str | None = None
+    """Tokens are trained on, and Syn-HC is styled with, real images of this stain only (manifest column)."""
+    style_names: str | None = None
+    """Name glob with the same role as ``stain``, for folders whose manifest has no stain column."""
+    transfer_tiling: str = "blend"
+    """``blend`` (overlapping tiles at the content's own scale) or ``grid`` (the authors' non-overlapping tiles)."""
     # -- counting -----------------------------------------------------------------------------
     count_model: str = "efficientnet_b0"
     """timm model name."""
@@ -230,7 +238,7 @@ PAPER = Profile(
     diffusion_model=SD14, image_encoder=CLIP_L14,
     density_categories=((0, 49), (50, 149), (150, 100_000)),
     style_steps=1000, style_resolution=512, transfer_strength=0.7, transfer_steps=50, guidance=10.0,
-    strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=4,
+    strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=4, reference_clip_input=True, stain="DAPI",
     count_model="efficientnet_b0", count_pretrained=True, epochs=100, finetune_epochs=100,
     count_batch_size=8, crop_size=200, folds=5, seeds=(42,), mixes=("none", "cutmix", "dacs"),
     cell200=None, device=None,

@@ -4,6 +4,8 @@
 - :mod:`~instlib.style.tokens`: the style token block and its safetensors file
 - :mod:`~instlib.style.conditioning`: prompt ``*`` with the style token, the empty prompt
 - :mod:`~instlib.style.train`: :func:`train_style_token`, :func:`train_category_tokens`
+- :mod:`~instlib.style.selection`: which real images a stage uses (:class:`ImageFilter`: stain, name glob, names)
+- :mod:`~instlib.style.tiling`: aspect-preserving tiles at the content's own pixel scale (:data:`TILINGS`)
 - :mod:`~instlib.style.transfer`: AdaIN, stochastic inversion, DDIM with guidance (:func:`stylize_images`)
 - :mod:`~instlib.style.driver`: :func:`transfer_folder` (folder format, resume, shards)
 - :mod:`~instlib.style.fidelity`: do the copied labels still match the styled image?
@@ -13,12 +15,15 @@ from instlib.style.driver import image_seed, pair_styles, transfer_folder
 from instlib.style.fidelity import Fidelity, filter_by_fidelity, measure_fidelity, measure_folder
 from instlib.style.models import (BUILDERS, DEFAULT_IMAGE_ENCODER, DEFAULT_MODEL, StyleComponents, load_components,
                                   save_components)
+from instlib.style.selection import ImageFilter
+from instlib.style.tiling import TILINGS
 from instlib.style.tokens import StyleToken, StyleTokenBlock, TokenConfig, load_token, load_tokens, save_token
 from instlib.style.train import train_category_tokens, train_style_token
 from instlib.style.transfer import TransferConfig, adain, stylize, stylize_images
 
 __all__ = [
-    "BUILDERS", "DEFAULT_IMAGE_ENCODER", "DEFAULT_MODEL", "Fidelity", "StyleComponents", "StyleToken",
+    "BUILDERS", "DEFAULT_IMAGE_ENCODER", "DEFAULT_MODEL", "Fidelity", "ImageFilter", "StyleComponents", "TILINGS",
+    "StyleToken",
     "StyleTokenBlock", "TokenConfig", "TransferConfig", "adain", "filter_by_fidelity", "image_seed", "load_components",
     "load_token", "load_tokens", "measure_fidelity", "measure_folder", "pair_styles", "save_components", "save_token",
     "stylize", "stylize_images", "train_category_tokens", "train_style_token", "transfer_folder",

@@ -3,6 +3,13 @@
 The style embedding enters the text encoder through a forward hook on its token-embedding table, so
 the position embeddings, causal mask and final layer norm are the text encoder's own (as the
 reference's embedding manager does), and gradients reach the style block during training.
+
+What the token sees: the style image's projected CLIP embedding, L2-normalised as the reference's
+``CLIPModel(...).image_embeds`` are. The block has a single key, so its attention weight is always 1
+and the token is an affine map of the embedding: the embedding's scale is the token's scale, and
+normalising makes it independent of the encoder's output norm. The reference also casts its CLIP
+input in a way that hides the image (:func:`reference_clip_cast`); a token trained with
+``reference_clip_input=True`` reproduces that, and records it so transfer does the same.
 """
 
 from __future__ import annotations
@@ -18,12 +25,27 @@ from instlib.style.models import StyleComponents
 from instlib.style.tokens import StyleToken
 
 
-def image_embeddings(components: StyleComponents, images: list[np.ndarray]) -> torch.Tensor:
-    """Projected CLIP image embeddings ``(B, D)`` of ``uint8 (H, W, 3)`` images (no gradient)."""
+def reference_clip_cast(img: np.ndarray) -> np.ndarray:
+    """What the reference hands CLIP for a ``uint8 (H, W, 3)`` image: a near-binary mask.
+
+    The reference computes ``input_img[0].permute(1, 2, 0).cpu().numpy().astype(np.uint8)`` of the image
+    scaled to ``[-1, 1]``: the float-to-uint8 cast truncates towards zero and wraps, so pixel value 0
+    (-1.0) becomes 255, 255 (1.0) becomes 1 and every other value becomes 0. Written out here because a
+    negative float's cast to an unsigned integer is platform-dependent.
+    """
+    return np.where(img == 0, 255, np.where(img == 255, 1, 0)).astype(np.uint8)
+
+
+def image_embeddings(components: StyleComponents, images: list[np.ndarray],
+                     reference_clip_input: bool = False) -> torch.Tensor:
+    """L2-normalised projected CLIP image embeddings ``(B, D)``, fp32, of ``uint8 (H, W, 3)`` images (no
+    gradient); ``reference_clip_input``: of :func:`reference_clip_cast` of them, as the reference."""
+    if reference_clip_input:
+        images = [reference_clip_cast(img) for img in images]
     pixels = components.image_processor(images=list(images), return_tensors="pt").pixel_values
     with torch.no_grad():
         out = components.image_encoder(pixel_values=pixels.to(components.device, components.dtype))
-    return out.image_embeds
+    return torch.nn.functional.normalize(out.image_embeds.float(), dim=-1)
 
 
 def placeholder_id(components: StyleComponents, placeholder: str) -> int:
@@ -72,10 +94,11 @@ def check_token(components: StyleComponents, token: StyleToken) -> None:
 
 
 def token_embeddings(components: StyleComponents, tokens: list[StyleToken], images: list[np.ndarray]) -> torch.Tensor:
-    """``(B, D)`` placeholder embeddings: image i's CLIP embedding through ``tokens[i]``'s block (no gradient)."""
-    embeds = image_embeddings(components, images).float()
+    """``(B, D)`` placeholder embeddings: image i's CLIP embedding, made as ``tokens[i]`` was trained (its
+    ``reference_clip_input``), through ``tokens[i]``'s block (no gradient)."""
+    embeds = {flag: image_embeddings(components, images, flag) for flag in {t.reference_clip_input for t in tokens}}
     with torch.no_grad():
-        return torch.cat([t.block(e[None]) for t, e in zip(tokens, embeds)])
+        return torch.cat([t.block(embeds[t.reference_clip_input][i:i + 1]) for i, t in enumerate(tokens)])
 
 
 def style_conditioning(components: StyleComponents, tokens: list[StyleToken],

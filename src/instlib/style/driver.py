@@ -2,10 +2,13 @@
 
 Pairing: each content image takes the style image with the same file stem (or, when the content's
 manifest has a non-empty ``style`` column, as Syn-HC folders do, the stem named there); a single
-style image file styles every content image. All inputs are checked before any work starts.
+style image file styles every content image. ``select`` (:class:`~instlib.style.selection.ImageFilter`:
+stain, name glob, explicit names) keeps only the content images whose paired style image it passes,
+e.g. only Syn-HC drawn from DAPI images. All inputs are checked before any work starts.
 
-Output: ``out/images/<name>.png`` resized back to the content image's own size, so the content's
-points (copied byte for byte to ``out/points/``) stay valid pixel coordinates; a manifest row per
+Output: ``out/images/<name>.png`` at the content image's own size and pixel grid (the networks see
+tiles of it, :mod:`instlib.style.tiling`), so the content's points (copied byte for byte to
+``out/points/``) stay valid pixel coordinates; a manifest row per
 image with every setting, the image's seed and its label fidelity (:mod:`instlib.style.fidelity`).
 The manifest is rewritten after every batch: a killed run restarted with the same settings skips
 the images already listed. ``shard=(i, n)`` does every n-th image; under ``accelerate launch`` the
@@ -32,6 +35,7 @@ from instlib.runs.shard import take_shard
 from instlib.style.fidelity import measure_fidelity
 from instlib.style.imaging import list_images, load_rgb
 from instlib.style.models import StyleComponents
+from instlib.style.selection import ImageFilter
 from instlib.style.tokens import StyleToken, load_tokens
 from instlib.style.transfer import TransferConfig, stylize_images
 
@@ -69,6 +73,13 @@ def pair_styles(content_dir: str | Path, samples: list[Sample], style: str | Pat
                         f"'{missing[0]}', looked for '{keys[missing[0]]}.*'); pairs are matched by file name "
                         "without suffix, or pass one style image file for all", style)
     return {n: files[keys[n]] for n in keys}
+
+
+def _selected(samples: list[Sample], styles: dict[str, Path], style: Path, select: ImageFilter) -> list[Sample]:
+    """The samples whose paired style image passes ``select`` (judged in the style folder)."""
+    folder = style if style.is_dir() else style.parent
+    kept = set(select.select(folder, sorted({p.stem for p in styles.values()})))
+    return [s for s in samples if styles[s.name].stem in kept]
 
 
 def _token_for(tokens: list[StyleToken], count: int) -> StyleToken:
@@ -117,26 +128,31 @@ def _fidelity(styled, content, points) -> dict:
 def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Path, out: str | Path,
                     components: StyleComponents, *, strength: float = 0.7, steps: int = 50, guidance: float = 10.0,
                     adain: bool = True, inversion: str = "stochastic", reference_timesteps: bool = False,
-                    batch_size: int = 1, seed: int = 42, resolution: int = 512,
-                    shard: tuple[int, int] | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+                    batch_size: int = 1, seed: int = 42, resolution: int = 512, tiling: str = "blend",
+                    select: ImageFilter | None = None, shard: tuple[int, int] | None = None,
+                    overwrite: bool = False, progress: bool = True) -> Path:
     """Style every image of ``content_dir`` with its paired style image; write the folder format to ``out``.
 
     ``token``: a token file, or a folder of category tokens (each image gets the one covering its
-    count, or the nearest). Results are the same for any ``batch_size`` and ``shard``. Returns ``out``.
+    count, or the nearest). ``resolution``: the networks' tile; ``tiling``: a layout of
+    :data:`~instlib.style.tiling.TILINGS`. ``select``: style only the content images whose paired style
+    image it passes. Results are the same for any ``batch_size`` and ``shard``. Returns ``out``.
     """
     config = TransferConfig(strength=strength, steps=steps, guidance=guidance, adain=adain, inversion=inversion,
-                            reference_timesteps=reference_timesteps, resolution=resolution)
+                            reference_timesteps=reference_timesteps, resolution=resolution, tiling=tiling)
     if batch_size < 1:
         raise InstlibError(f"batch size must be at least 1, got {batch_size}")
     content_dir, token, out = Path(content_dir), Path(token), Path(out)
     samples = validate_folder(content_dir)  # every input problem surfaces before anything is written
     styles = pair_styles(content_dir, samples, style)
+    if select is not None:
+        samples = _selected(samples, styles, Path(style), select)
     tokens = load_tokens(token, components.device)
     counts = {s.name: len(read_points(s.points)) for s in samples}
     token_of = {n: _token_for(tokens, c) for n, c in counts.items()}
     settings = {"content": str(content_dir.resolve()), "style": str(Path(style).resolve()),
                 "token": str(token.resolve()), "token_sha256": _digest(token), "model": components.model,
-                "seed": seed, **asdict(config)}
+                "seed": seed, "select": select.describe() if select is not None else None, **asdict(config)}
     prepare_output(out, STAGE, settings, overwrite)
     common = {"base_seed": seed, "model": components.model, "token": str(token), **asdict(config)}
     shard = shard if shard is not None else _default_shard()

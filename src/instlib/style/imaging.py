@@ -1,4 +1,4 @@
-"""Pixels in and out of the networks: RGB uint8 arrays, square resizes, ``[-1, 1]`` tensors.
+"""Pixels in and out of the networks: RGB uint8 arrays, resizes, ``[-1, 1]`` tensors.
 
 Microscopy images come in any bit depth and channel count (see :mod:`instlib.data.images`); the
 networks see 8-bit RGB, as SD was trained on, resized with PIL as the reference does.
@@ -40,7 +40,8 @@ def load_rgb(path: str | Path) -> np.ndarray:
 
 
 def center_square(img: np.ndarray) -> np.ndarray:
-    """The largest centred square of ``img`` (training crops, as the reference's data loader)."""
+    """The largest centred square of ``img`` (the optional ``center-crop`` training geometry; the reference's
+    data loader does not crop, it resizes the whole image)."""
     h, w = img.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2

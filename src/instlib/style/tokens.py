@@ -4,8 +4,10 @@ the placeholder token ``*``, and its safetensors file.
 The block is the reference's ``Attentions`` (self-attention over the single image token, cross-attention
 to the embedding, dropout, linear), built from diffusers' :class:`Attention` so that parameter names
 match the reference (``attn1.to_q.weight``, ..., ``net.1.bias``). A token file holds the block's tensors
-and, as metadata, its config, the placeholder, the base model, the optional count category and a
-SHA-256 of the tensors, so a modified or truncated file is refused instead of silently used.
+and, as metadata, its config, the placeholder, the base model, the optional count category, whether
+it saw the reference's CLIP input (``reference_clip_input``), its training record (``info``: settings
+and the names of the images it saw) and a SHA-256 of the tensors, so a modified or truncated file is
+refused instead of silently used.
 """
 
 from __future__ import annotations
@@ -57,13 +59,15 @@ class StyleTokenBlock(nn.Module):
 
 @dataclass
 class StyleToken:
-    """A trained block with what it belongs to. ``category``: the (lo, hi) count range it was trained on."""
+    """A trained block with what it belongs to. ``category``: the (lo, hi) count range it was trained on;
+    ``reference_clip_input``: its CLIP input is the reference's cast (transfer must feed the same)."""
 
     block: StyleTokenBlock
     placeholder: str = "*"
     base_model: str = ""
     category: tuple[int, int] | None = None
     info: dict = field(default_factory=dict)
+    reference_clip_input: bool = False
 
     def covers(self, count: int) -> bool:
         """Whether this token is meant for an image with ``count`` cells (always, without a category)."""
@@ -71,12 +75,12 @@ class StyleToken:
 
 
 def new_token(dim: int, *, placeholder: str = "*", base_model: str = "", category: tuple[int, int] | None = None,
-              seed: int = 0) -> StyleToken:
+              seed: int = 0, reference_clip_input: bool = False) -> StyleToken:
     """A freshly initialised (untrained) token of width ``dim``; the init depends only on ``seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         block = StyleTokenBlock(TokenConfig(dim=dim)).eval()  # training switches it to train mode itself
-    return StyleToken(block, placeholder, base_model, category)
+    return StyleToken(block, placeholder, base_model, category, reference_clip_input=reference_clip_input)
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -93,7 +97,8 @@ def token_metadata(token: StyleToken, tensors: dict[str, torch.Tensor]) -> dict[
     return {"format": FORMAT, "version": VERSION, "config": json.dumps(asdict(token.block.config)),
             "placeholder": token.placeholder, "base_model": token.base_model,
             "category": json.dumps(list(token.category) if token.category else None),
-            "info": json.dumps(token.info, sort_keys=True), "sha256": _digest(tensors)}
+            "info": json.dumps(token.info, sort_keys=True),
+            "reference_clip_input": json.dumps(token.reference_clip_input), "sha256": _digest(tensors)}
 
 
 def block_tensors(token: StyleToken) -> dict[str, torch.Tensor]:
@@ -135,7 +140,8 @@ def token_from_file(tensors: dict[str, torch.Tensor], meta: dict[str, str], path
         config = TokenConfig(**json.loads(meta["config"]))
         category = json.loads(meta.get("category") or "null")
         token = StyleToken(StyleTokenBlock(config), meta.get("placeholder", "*"), meta.get("base_model", ""),
-                           tuple(category) if category else None, json.loads(meta.get("info") or "{}"))
+                           tuple(category) if category else None, json.loads(meta.get("info") or "{}"),
+                           bool(json.loads(meta.get("reference_clip_input") or "false")))
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"has unusable token metadata: {exc}", path) from exc
     expected = token.block.state_dict()

@@ -3,7 +3,14 @@
 Per step (DESIGN.md section 4): pick style images, random horizontal flip; VAE-encode (x 0.18215);
 add noise at uniform timesteps with SD's schedule; the CLIP embedding of the same images goes
 through the block into the prompt ``*``; loss = MSE between the UNet's predicted noise and the
-noise. AdamW, lr 1e-4, batch 1, 512 x 512 center square crops (bicubic) by default.
+noise. AdamW, lr 1e-4, batch 1, the whole image resized (bicubic) to 512 x 512 by default: the
+reference's data loader (``ldm/data/personalized.py``) has ``center_crop=False`` and its config does not
+set it. ``geometry="center-crop"`` takes the largest centred square first instead (:data:`GEOMETRIES`).
+The CLIP embedding is L2-normalised; ``reference_clip_input=True`` feeds CLIP the reference's cast of
+the image (see :mod:`instlib.style.conditioning`) and is recorded in the token for transfer.
+
+Which images: a style folder, narrowed by count category and by an :class:`ImageFilter` (stain, name
+glob, an explicit list such as a split's training part); the token's ``info`` names the images it saw.
 
 Runs under ``accelerate launch`` on several GPUs without changes (each process draws its own
 images; the block's gradients are averaged). Every ``checkpoint_every`` steps the block, the
@@ -16,7 +23,8 @@ A larger ``steps`` continues a finished training.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Collection
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +42,19 @@ from instlib.errors import DataError, InstlibError
 from instlib.style.conditioning import check_token, encode_prompts, image_embeddings
 from instlib.style.imaging import center_square, list_images, load_rgb, resize, to_pixels
 from instlib.style.models import StyleComponents
+from instlib.style.selection import ImageFilter
+from instlib.style.tiling import check_tile
 from instlib.style.tokens import (StyleToken, block_tensors, new_token, read_safetensors, save_token, token_from_file,
                                   token_metadata)
-from instlib.style.transfer import encode_latents
+from instlib.style.transfer import encode_latents, predict_noise
 
 CHECKPOINT_FORMAT = "instlib.style-token-checkpoint"
+
+#: How a style image becomes a square training image of ``resolution`` pixels.
+GEOMETRIES: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "resize": lambda img, res: resize(img, (res, res), Image.Resampling.BICUBIC),  # the reference
+    "center-crop": lambda img, res: resize(center_square(img), (res, res), Image.Resampling.BICUBIC),
+}
 
 
 @dataclass(frozen=True)
@@ -52,10 +68,14 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 500
     flip_p: float = 0.5
+    geometry: str = "resize"
+    reference_clip_input: bool = False
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1 or self.lr <= 0:
             raise InstlibError(f"need steps, batch size and checkpoint interval >= 1 and lr > 0; got {self}")
+        if self.geometry not in GEOMETRIES:
+            raise InstlibError(f"geometry must be one of {tuple(GEOMETRIES)}, got {self.geometry!r}")
 
 
 def checkpoint_path(out: str | Path) -> Path:
@@ -68,9 +88,13 @@ def loss_log_path(out: str | Path) -> Path:
     return Path(out).with_name(Path(out).stem + ".loss.csv")
 
 
-def style_images(style_dir: str | Path, category: tuple[int, int] | None = None) -> list[Path]:
-    """Style images of a folder; with ``category=(lo, hi)`` only those with ``lo <= count <= hi`` cells."""
+def style_images(style_dir: str | Path, category: tuple[int, int] | None = None,
+                 select: ImageFilter | None = None) -> list[Path]:
+    """Style images of a folder; with ``category=(lo, hi)`` only those with ``lo <= count <= hi`` cells,
+    with ``select`` only those it passes."""
     style_dir = Path(style_dir)
+    if select is not None:
+        allowed = set(select.select(style_dir, list(list_images(style_dir))))
     if category is None:
         paths = list(list_images(style_dir).values())
     elif (style_dir / IMAGES).is_dir():
@@ -78,6 +102,8 @@ def style_images(style_dir: str | Path, category: tuple[int, int] | None = None)
     else:
         raise DataError(f"has no {IMAGES}/ and points/ subfolders, so its images cannot be split by cell count",
                         style_dir)
+    if select is not None:
+        paths = [p for p in paths if p.stem in allowed]
     if not paths:
         rng = f" with {category[0]} to {category[1]} cells" if category else ""
         raise DataError(f"has no style images{rng}", style_dir)
@@ -135,13 +161,12 @@ def _loss(components: StyleComponents, block: torch.nn.Module, images: list[np.n
     batch = [np.ascontiguousarray(images[i][:, ::-1]) if f else images[i] for i, f in zip(picks, flips)]
     with torch.no_grad():
         latents = encode_latents(components, to_pixels(batch, components.device, components.dtype), g)
-        embeds = image_embeddings(components, batch).float()
+        embeds = image_embeddings(components, batch, config.reference_clip_input)
     noise = randn_tensor(latents.shape, generator=g, device=latents.device, dtype=latents.dtype)
     t = torch.randint(components.scheduler.config.num_train_timesteps, (n,), generator=g).to(latents.device)
     noisy = components.scheduler.add_noise(latents, noise, t)
     cond = encode_prompts(components, [placeholder] * n, block(embeds), placeholder)
-    pred = components.unet(noisy, t, encoder_hidden_states=cond).sample
-    return F.mse_loss(pred.float(), noise.float())
+    return F.mse_loss(predict_noise(components, noisy, t, cond), noise)
 
 
 def _resume(out: Path, settings: dict, config: TrainConfig, overwrite: bool):
@@ -166,7 +191,7 @@ def _resume(out: Path, settings: dict, config: TrainConfig, overwrite: bool):
 
 def _fit(components: StyleComponents, token: StyleToken, optim_state: dict | None, images: list[np.ndarray],
          config: TrainConfig, out: Path, start: int, losses: list[tuple[int, float]], settings: dict,
-         progress: bool) -> None:
+         info: dict, progress: bool) -> None:
     precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(components.dtype, "no")
     accelerator = Accelerator(mixed_precision=precision, cpu=components.device.type == "cpu")
     if accelerator.device != components.device:
@@ -176,8 +201,7 @@ def _fit(components: StyleComponents, token: StyleToken, optim_state: dict | Non
     if optim_state:
         optimizer.load_state_dict(optim_state)
     block, optimizer = accelerator.prepare(token.block, optimizer)
-    token.info = {"steps": config.steps, "lr": config.lr, "batch_size": config.batch_size * accelerator.num_processes,
-                  "resolution": config.resolution, "seed": config.seed, "images": len(images)}
+    token.info = {**info, "batch_size": config.batch_size * accelerator.num_processes}
     bar = tqdm(total=config.steps, initial=start, desc=f"train {out.name}",
                disable=not (progress and accelerator.is_main_process))
     with torch.random.fork_rng(devices=[accelerator.device] if accelerator.device.type == "cuda" else []):
@@ -203,38 +227,51 @@ def _fit(components: StyleComponents, token: StyleToken, optim_state: dict | Non
 
 def train_style_token(style_dir: str | Path, out: str | Path, components: StyleComponents, *, steps: int,
                       lr: float = 1e-4, batch_size: int = 1, resolution: int = 512, seed: int = 0,
-                      category: tuple[int, int] | None = None, checkpoint_every: int = 500, progress: bool = True,
-                      overwrite: bool = False, placeholder: str = "*") -> Path:
+                      category: tuple[int, int] | None = None, select: ImageFilter | None = None,
+                      geometry: str = "resize", reference_clip_input: bool = False, checkpoint_every: int = 500,
+                      progress: bool = True, overwrite: bool = False, placeholder: str = "*") -> Path:
     """Train a style token on the images of ``style_dir`` and write it to ``out`` (safetensors).
 
     Also writes ``<out stem>.loss.csv`` (``step,loss``) and the checkpoint (see module docstring).
     ``category=(lo, hi)``: train only on style images with ``lo <= count <= hi`` cells (needs points).
+    ``select``: train only on the images it passes (stain, name glob, explicit names).
+    ``geometry``: a key of :data:`GEOMETRIES`; ``reference_clip_input``: CLIP sees the reference's cast.
     """
     config = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, resolution=resolution, seed=seed,
-                         checkpoint_every=checkpoint_every)
-    if resolution % components.latent_factor:
-        raise InstlibError(f"resolution {resolution} is not a multiple of the VAE's factor {components.latent_factor}")
+                         checkpoint_every=checkpoint_every, geometry=geometry,
+                         reference_clip_input=reference_clip_input)
+    check_tile(resolution, components.latent_factor)
     out = Path(out)
-    paths = style_images(style_dir, category)
-    images = [resize(center_square(load_rgb(p)), (resolution, resolution), Image.Resampling.BICUBIC)
+    paths = style_images(style_dir, category, select)
+    images = [GEOMETRIES[geometry](load_rgb(p), resolution)
               for p in tqdm(paths, desc=f"load {style_dir}", disable=not progress)]
+    selection = select.describe() if select is not None else None
     settings = {"model": components.model, "style": [str(p.resolve()) for p in paths], "placeholder": placeholder,
-                "category": list(category) if category else None,
+                "category": list(category) if category else None, "select": selection,
                 **{k: v for k, v in asdict(config).items() if k not in ("steps", "checkpoint_every")}}
+    info = {"steps": steps, "lr": lr, "resolution": resolution, "seed": seed, "geometry": geometry,
+            "reference_clip_input": reference_clip_input, "images": len(paths), "names": [p.stem for p in paths],
+            "select": selection}
     resumed = _resume(out, settings, config, overwrite)
     token, optim_state, start = resumed or (new_token(components.hidden_size, placeholder=placeholder,
-                                                      base_model=components.model, category=category, seed=seed),
-                                            None, 0)
+                                                      base_model=components.model, category=category, seed=seed,
+                                                      reference_clip_input=reference_clip_input), None, 0)
     check_token(components, token)
     if start < steps or not out.is_file():
         losses = _read_losses(loss_log_path(out), start) if resumed else []
-        _fit(components, token, optim_state, images, config, out, start, losses, settings, progress)
+        _fit(components, token, optim_state, images, config, out, start, losses, settings, info, progress)
     return out
 
 
 def train_category_tokens(style_dir: str | Path, out_dir: str | Path, components: StyleComponents,
-                          categories: list[tuple[int, int]], *, steps: int, **kwargs) -> list[Path]:
+                          categories: list[tuple[int, int]], *, steps: int, images: Collection[str] | None = None,
+                          select: ImageFilter | None = None, **kwargs) -> list[Path]:
     """One token per cell-count range, ``out_dir/token-<lo>-<hi>.safetensors``; ``kwargs`` as
-    :func:`train_style_token`. Transfer with ``out_dir`` as the token picks each image's by its count."""
+    :func:`train_style_token`. Transfer with ``out_dir`` as the token picks each image's by its count.
+
+    ``images``: the only image names the tokens may see (e.g. a split's training part), on top of ``select``.
+    """
+    if images is not None:
+        select = replace(select or ImageFilter(), only=frozenset(images))
     return [train_style_token(style_dir, Path(out_dir) / f"token-{lo}-{hi}.safetensors", components, steps=steps,
-                              category=(lo, hi), **kwargs) for lo, hi in categories]
+                              category=(lo, hi), select=select, **kwargs) for lo, hi in categories]

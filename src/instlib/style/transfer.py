@@ -1,7 +1,7 @@
 """InST transfer on a batch: latent AdaIN, stochastic inversion, DDIM with classifier-free guidance.
 
-Per image (DESIGN.md section 4): VAE-encode content (and style) at ``resolution``; AdaIN the content
-latent to the style latent's channel statistics; noise it to ``t_enc``, let the UNet predict that noise
+Per image (DESIGN.md section 4): VAE-encode content and style at their own pixel scale; AdaIN the
+content latent to the whole style latent's channel statistics; noise it to ``t_enc``, let the UNet predict that noise
 under the style prompt and re-noise the latent with the prediction (stochastic inversion); run the last
 ``int(strength * steps)`` steps of the ``steps``-step DDIM grid (eta 0) with guidance
 ``eps_uc + g (eps_c - eps_uc)``; decode and clamp to ``[0, 1]``.
@@ -10,6 +10,13 @@ under the style prompt and re-noise the latent with the prediction (stochastic i
 noise level is the one the sampler assumes. ``reference_timesteps=True`` reproduces the reference,
 which encodes at ``int(strength * 1000) = 700`` and then decodes from 681.
 
+The UNet sees ``resolution``-sized tiles of the content, never a squashed image
+(:mod:`instlib.style.tiling`); the output has the content's size and pixel grid, so its labels stay exact.
+
+Precision: latents, noise and the scheduler's arithmetic are fp32 whatever the networks' dtype; the
+networks may run in half precision (inputs are cast to their dtype, outputs back to fp32), as the
+reference samples under fp16 autocast with fp32 latents between steps.
+
 Every image draws its randomness (VAE posterior samples, inversion noise) from its own generator, in
 the order content, style, noise; results do not depend on the batch it is in. With
 ``adain=False, inversion="noise"`` this is exactly diffusers' img2img.
@@ -17,6 +24,7 @@ the order content, style, noise; results do not depend on the batch it is in. Wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +36,7 @@ from instlib.errors import InstlibError
 from instlib.style.conditioning import style_conditioning
 from instlib.style.imaging import from_pixels, resize, to_pixels
 from instlib.style.models import StyleComponents
+from instlib.style.tiling import TILINGS, TilePlan, check_tile, pad_image, plan_tiles, tiled
 from instlib.style.tokens import StyleToken
 
 INVERSIONS = ("stochastic", "noise")
@@ -35,7 +44,11 @@ INVERSIONS = ("stochastic", "noise")
 
 @dataclass(frozen=True)
 class TransferConfig:
-    """Settings of one transfer (the reference's values are the defaults, at 512 x 512)."""
+    """Settings of one transfer (the reference's values are the defaults, at 512 x 512).
+
+    ``resolution``: the tile the networks see, in pixels; ``tiling``: a layout of :data:`TILINGS`;
+    ``tile_overlap``: share of a tile its neighbour covers (``blend`` layout).
+    """
 
     strength: float = 0.7
     steps: int = 50
@@ -44,6 +57,8 @@ class TransferConfig:
     inversion: str = "stochastic"
     reference_timesteps: bool = False
     resolution: int = 512
+    tiling: str = "blend"
+    tile_overlap: float = 0.25
 
     def __post_init__(self):
         if not 0.0 < self.strength <= 1.0:
@@ -54,6 +69,10 @@ class TransferConfig:
             raise InstlibError(f"inversion must be one of {INVERSIONS}, got {self.inversion!r}")
         if self.resolution < 8:
             raise InstlibError(f"resolution must be at least 8, got {self.resolution}")
+        if self.tiling not in TILINGS:
+            raise InstlibError(f"tiling must be one of {tuple(TILINGS)}, got {self.tiling!r}")
+        if not 0.0 <= self.tile_overlap < 1.0:
+            raise InstlibError(f"tile overlap must be in [0, 1), got {self.tile_overlap}")
 
 
 def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -67,16 +86,23 @@ def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torc
 
 def encode_latents(components: StyleComponents, pixels: torch.Tensor,
                    generators: list[torch.Generator] | torch.Generator) -> torch.Tensor:
-    """Scaled VAE latents of ``pixels`` in ``[-1, 1]``, sampled from the posterior (one generator per image,
-    or one for the batch)."""
-    posterior = components.vae.encode(pixels).latent_dist
-    return posterior.sample(generator=generators) * components.vae.config.scaling_factor
+    """Scaled fp32 VAE latents of ``pixels`` in ``[-1, 1]``, sampled from the posterior (one generator per
+    image, or one for the batch)."""
+    posterior = components.vae.encode(pixels.to(components.vae.dtype)).latent_dist
+    return posterior.sample(generator=generators).float() * components.vae.config.scaling_factor
 
 
 def decode_latents(components: StyleComponents, latents: torch.Tensor) -> torch.Tensor:
-    """Images in ``[0, 1]`` from scaled latents."""
-    x = components.vae.decode(latents / components.vae.config.scaling_factor).sample
-    return (x / 2 + 0.5).clamp(0, 1)
+    """fp32 images in ``[0, 1]`` from scaled latents."""
+    x = components.vae.decode((latents / components.vae.config.scaling_factor).to(components.vae.dtype)).sample
+    return (x.float() / 2 + 0.5).clamp(0, 1)
+
+
+def predict_noise(components: StyleComponents, latents: torch.Tensor, t: int | torch.Tensor,
+                  states: torch.Tensor) -> torch.Tensor:
+    """The UNet's fp32 noise prediction; it runs in its own dtype on inputs cast to it."""
+    dtype = components.unet.dtype
+    return components.unet(latents.to(dtype), t, encoder_hidden_states=states.to(dtype)).sample.float()
 
 
 def timesteps(scheduler: DDIMScheduler, config: TransferConfig) -> tuple[int, torch.Tensor]:
@@ -90,68 +116,115 @@ def timesteps(scheduler: DDIMScheduler, config: TransferConfig) -> tuple[int, to
     return int(grid[0]), grid
 
 
+def _merged(components: StyleComponents, latents: torch.Tensor, t: int | torch.Tensor, plan: TilePlan | None,
+            states: list[torch.Tensor], combine: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+    """Noise prediction for ``latents`` over the tiles of ``plan`` (the whole latent when None); with several
+    ``states`` the UNet runs once on all of them and ``combine`` merges their predictions per tile."""
+    def per_tile(x: torch.Tensor, n: int) -> torch.Tensor:
+        cond = torch.cat([s.repeat(n, 1, 1) for s in states])
+        eps = predict_noise(components, torch.cat([x] * len(states)), t, cond)
+        return combine(*eps.chunk(len(states))) if combine else eps
+
+    return per_tile(latents, 1) if plan is None else tiled(per_tile, latents, plan)
+
+
 def invert(components: StyleComponents, scheduler: DDIMScheduler, init: torch.Tensor, cond: torch.Tensor,
-           t_enc: int, generators: list[torch.Generator], inversion: str = "stochastic") -> torch.Tensor:
-    """The latent the DDIM loop starts from, at noise level ``t_enc``.
+           t_enc: int, generators: list[torch.Generator], inversion: str = "stochastic",
+           plan: TilePlan | None = None) -> torch.Tensor:
+    """The fp32 latent the DDIM loop starts from, at noise level ``t_enc``.
 
     ``noise``: ``sqrt(abar) init + sqrt(1 - abar) noise`` (img2img). ``stochastic``: the same with the noise
-    replaced by the UNet's prediction of it from that noisy latent under the style prompt ``cond``.
+    replaced by the UNet's prediction of it from that noisy latent under the style prompt ``cond``
+    (tile by tile over ``plan``; the whole latent at once when None).
     """
+    init = init.float()
     t = torch.full((init.shape[0],), t_enc, device=init.device, dtype=torch.long)
-    noise = randn_tensor(init.shape, generator=generators, device=init.device, dtype=init.dtype)
+    noise = randn_tensor(init.shape, generator=generators, device=init.device, dtype=torch.float32)
     noisy = scheduler.add_noise(init, noise, t)
     if inversion == "noise":
         return noisy
-    eps_hat = components.unet(noisy, t, encoder_hidden_states=cond).sample
+    eps_hat = _merged(components, noisy, t_enc, plan, [cond])
     return scheduler.add_noise(init, eps_hat, t)
 
 
 def denoise(components: StyleComponents, scheduler: DDIMScheduler, latents: torch.Tensor, grid: torch.Tensor,
-            cond: torch.Tensor, uncond: torch.Tensor, guidance: float) -> torch.Tensor:
-    """DDIM (eta 0) over ``grid`` with classifier-free guidance: one UNet call on ``[uncond; cond]`` per step."""
+            cond: torch.Tensor, uncond: torch.Tensor, guidance: float, plan: TilePlan | None = None) -> torch.Tensor:
+    """DDIM (eta 0) over ``grid`` with classifier-free guidance: one UNet call on ``[uncond; cond]`` per step
+    (all tiles of ``plan`` in it); the latent and the scheduler's step stay fp32."""
+    latents = latents.float()
     for t in grid:
         if guidance == 1.0:  # guidance 1 is the conditional prediction alone: skip the unconditional half
-            eps = components.unet(latents, t, encoder_hidden_states=cond).sample
+            eps = _merged(components, latents, t, plan, [cond])
         else:
-            eps_uc, eps_c = components.unet(torch.cat([latents, latents]), t,
-                                            encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
-            eps = eps_uc + guidance * (eps_c - eps_uc)
+            eps = _merged(components, latents, t, plan, [uncond, cond],
+                          lambda eps_uc, eps_c: eps_uc + guidance * (eps_c - eps_uc))
         latents = scheduler.step(eps, t, latents, eta=0.0).prev_sample
     return latents
+
+
+def _adain_to_styles(components: StyleComponents, latents: torch.Tensor, style: list[torch.Tensor],
+                     generators: list[torch.Generator]) -> torch.Tensor:
+    """AdaIN of each content latent to its own style image's whole latent (styles may differ in size)."""
+    return torch.cat([adain(z[None], encode_latents(components, s[None], g))
+                      for z, s, g in zip(latents, style, generators)])
 
 
 @torch.no_grad()
 def stylize(components: StyleComponents, content: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
             config: TransferConfig, generators: list[torch.Generator],
-            style: torch.Tensor | None = None) -> torch.Tensor:
-    """Styled images ``(B, 3, H, W)`` in ``[0, 1]`` from content (and, with AdaIN, style) pixels in ``[-1, 1]``."""
+            style: torch.Tensor | list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Styled images ``(B, 3, H, W)`` in ``[0, 1]`` (fp32) from content pixels in ``[-1, 1]``.
+
+    ``content`` must already have a tileable size (:func:`instlib.style.tiling.plan_tiles`'s ``pixel_size``;
+    :func:`stylize_images` pads it). ``style``: with AdaIN, each image's style pixels (any size that is a
+    multiple of the VAE's factor), as a batch or a list.
+    """
     if config.adain and style is None:
         raise InstlibError("AdaIN needs the style images")
+    plan = plan_tiles(*content.shape[2:], config.resolution, components.latent_factor, config.tiling,
+                      config.tile_overlap)
+    if plan.pixel_size != tuple(content.shape[2:]):
+        raise InstlibError(f"content of {tuple(content.shape[2:])} pixels cannot be tiled by {config.resolution}-pixel "
+                           f"'{config.tiling}' tiles; pad it to {plan.pixel_size} first")
     scheduler = DDIMScheduler.from_config(components.scheduler.config)  # own copy: set_timesteps mutates it
     t_enc, grid = timesteps(scheduler, config)
     latents = encode_latents(components, content, generators)
     if config.adain:
-        latents = adain(latents, encode_latents(components, style, generators))
-    latents = invert(components, scheduler, latents, cond, t_enc, generators, config.inversion)
-    latents = denoise(components, scheduler, latents, grid, cond, uncond, config.guidance)
+        latents = _adain_to_styles(components, latents, list(style), generators)
+    latents = invert(components, scheduler, latents, cond, t_enc, generators, config.inversion, plan)
+    latents = denoise(components, scheduler, latents, grid, cond, uncond, config.guidance, plan)
     return decode_latents(components, latents)
+
+
+def _to_multiple(size: tuple[int, ...], factor: int) -> tuple[int, int]:
+    return tuple(-(-n // factor) * factor for n in size[:2])
 
 
 def stylize_images(components: StyleComponents, tokens: StyleToken | list[StyleToken], contents: list[np.ndarray],
                    styles: list[np.ndarray], config: TransferConfig, seeds: list[int]) -> list[np.ndarray]:
-    """Style ``uint8 (H, W, 3)`` content images with their style images; results at each content's own size.
+    """Style ``uint8 (H, W, 3)`` content images with their style images; results at each content's own size
+    and pixel grid (tiled, never resized: see :mod:`instlib.style.tiling`).
 
-    ``tokens``: one token for all, or one per image (category tokens). ``seeds``: one per image.
+    ``tokens``: one token for all, or one per image (category tokens). ``seeds``: one per image. The token
+    sees the whole style image resized to ``resolution`` (as in training); AdaIN takes the statistics of the
+    whole style image at its own pixel scale, the scale the content is restyled at.
     """
-    if config.resolution % components.latent_factor:
-        raise InstlibError(f"resolution {config.resolution} is not a multiple of the VAE's factor "
-                           f"{components.latent_factor}")
+    factor = components.latent_factor
+    check_tile(config.resolution, factor)
     tokens = tokens if isinstance(tokens, list) else [tokens] * len(contents)
     size = (config.resolution, config.resolution)
-    small_styles = [resize(s, size) for s in styles]
-    cond, uncond = style_conditioning(components, tokens, small_styles)
+    cond, uncond = style_conditioning(components, tokens, [resize(s, size) for s in styles])
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    content = to_pixels([resize(c, size) for c in contents], components.device, components.dtype)
-    style = to_pixels(small_styles, components.device, components.dtype) if config.adain else None
-    out = from_pixels(stylize(components, content, cond, uncond, config, generators, style))
-    return [resize(o, c.shape[:2]) for o, c in zip(out, contents)]
+    groups: dict[tuple[int, int], list[int]] = {}  # images of one padded size share the network calls
+    for i, c in enumerate(contents):
+        plan = plan_tiles(*c.shape[:2], config.resolution, factor, config.tiling, config.tile_overlap)
+        groups.setdefault(plan.pixel_size, []).append(i)
+    out: list[np.ndarray] = [None] * len(contents)
+    for padded, idx in groups.items():
+        content = to_pixels([pad_image(contents[i], padded) for i in idx], components.device, components.dtype)
+        style = [to_pixels([pad_image(styles[i], _to_multiple(styles[i].shape, factor))], components.device,
+                           components.dtype)[0] for i in idx] if config.adain else None
+        styled = stylize(components, content, cond[idx], uncond[idx], config, [generators[i] for i in idx], style)
+        for i, img in zip(idx, from_pixels(styled)):
+            out[i] = np.ascontiguousarray(img[:contents[i].shape[0], :contents[i].shape[1]])
+    return out
