@@ -121,3 +121,27 @@ def test_count_train_on_the_official_split(paired, tmp_path, monkeypatch, capsys
 def test_official_split_needs_a_split_column(folders, tmp_path):
     with pytest.raises(DataError, match="no 'split' column"):
         cross_validate(folders["real"], tmp_path / "cv", tiny_config(split="official"), progress=False)
+
+
+def test_origins_join_several_real_images_and_fall_back_to_style(tmp_path):
+    from instlib.data.provenance import drawn_from, format_origin, origins
+
+    assert format_origin(["b", "a", "", "b"]) == "a;b"
+    (tmp_path / "new").mkdir()
+    write_manifest(tmp_path / "new", [{"name": "x", "count": 1, "origin": "a;b"}, {"name": "y", "count": 1}])
+    (tmp_path / "old").mkdir()
+    write_manifest(tmp_path / "old", [{"name": "x", "count": 1, "style": "c"}])
+    assert origins(tmp_path / "new") == {"x": frozenset({"a", "b"}), "y": frozenset()}
+    assert origins(tmp_path / "old") == {"x": frozenset({"c"})}
+    assert origins(tmp_path / "nowhere") == {}
+    assert drawn_from([frozenset({"a", "b"}), frozenset(), frozenset({"c"})], ["b", "c"]).tolist() == [True, False, True]
+
+
+def test_the_results_page_can_state_the_protocol(grid):
+    from instlib.runs import results
+
+    out, _ = grid
+    text = " ".join(results.protocol_statement(out))
+    assert "'instlib'" in text and "2-fold" in text and "density head" in text
+    assert "20 synthetic images (counted once per source and fold)" in text
+    assert (results.protocol_table(out).query("source == 'Syn-HC'")["excluded"] > 0).all()

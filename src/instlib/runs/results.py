@@ -209,13 +209,13 @@ def protocol_table(cv_dir) -> pd.DataFrame:
 
 
 def protocol(cv_dir) -> dict:
-    """Recipe, split, number of folds and total exclusions of a cross-validation folder."""
+    """Recipe, split, number of folds, density head, and the synthetic images excluded (once per source and fold)."""
     settings = json.loads((Path(cv_dir) / "cv.json").read_text())
     table = protocol_table(cv_dir)
+    excluded = table.groupby(["source", "fold"])["excluded"].max().sum() if "excluded" in table else 0
     return {"recipe": settings["config"].get("recipe", "instlib"),
             "split": settings["config"].get("split", "stratified"), "folds": settings["folds"],
-            "density": bool(settings["config"].get("density")),
-            "excluded": int(table["excluded"].sum()) if "excluded" in table else 0}
+            "density": bool(settings["config"].get("density")), "excluded": int(excluded)}
 
 
 def protocol_statement(cv_dir) -> list[str]:
@@ -228,9 +228,9 @@ def protocol_statement(cv_dir) -> list[str]:
     if len(synthetic) and "excluded" in synthetic:
         per_fold = synthetic.groupby("fold")["excluded"].max()
         folds = ", ".join(f"fold {k}: {int(v)}" for k, v in per_fold.items())
-        out.append(f"{p['excluded']} synthetic images in all were left out of the runs whose test images they were "
-                   f"drawn from (most per source, {folds}); images whose manifest names no origin (random layouts, "
-                   "external sets such as Cell200-s) cannot be checked and were kept.")
+        out.append(f"{p['excluded']} synthetic images (counted once per source and fold) were left out of the folds "
+                   f"whose test images they were drawn from (most for one source: {folds}); images whose manifest "
+                   "names no origin (random layouts, external sets such as Cell200-s) cannot be checked and were kept.")
     if len(synthetic) and "pretrain_epoch" in synthetic:
         kept = synthetic["pretrain_epoch"].dropna().astype(int)
         if len(kept):
