@@ -2,11 +2,14 @@
 
 Protocol (the paper's): stage ``pretrain`` trains on the ``--train`` folders (mixed with
 ``mix_with`` under ``cutmix``/``dacs``); stage ``finetune`` trains on the real folder. Each stage
-keeps the epoch with the lowest validation MAE; the validation images are a count-stratified
-``val_fraction`` of the real labelled images (the fine-tune folder, or the training folders when
-there is no fine-tuning) and are never trained on. Without ``finetune`` there is one stage,
-``train``. The selected model is then tested on the test folder: whole-image counts by tiling,
-and centre-crop counts as in the reference.
+keeps, among its trained epochs (never its starting weights: the authors' ``min_loss = inf``), the
+one with the lowest validation MAE, and the next stage starts from it. The validation images are a
+count-stratified ``val_fraction`` of the real labelled images (the fine-tune folder, or the training
+folders when there is no fine-tuning), or the ``val`` images of an official split, and are never
+trained on. Without ``finetune`` there is one stage, ``train``. Training images drawn from a test
+image (manifest ``origin``) are left out and counted. The selected model is then tested on the test
+folder: whole-image counts by tiling, and centre-crop counts as in the reference. The training
+settings come from a recipe (:mod:`instlib.count.recipes`).
 
 A run folder holds ``run.json`` (settings and inputs), ``checkpoint.pt`` while it runs (a killed
 run resumes from its last finished epoch), and at the end ``model.safetensors``,
