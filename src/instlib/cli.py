@@ -248,7 +248,7 @@ def style_fidelity(
 # Training options shared by 'count train' and 'count cv'; None keeps the recipe's value (TrainConfig's default).
 RecipeOpt = Annotated[Optional[str], typer.Option(help="Training recipe: authors (the authors' code: dropout and drop-path 0.2, no weight decay, StepLR(10, 0.1), 25 epochs, IDCIA normalisation) or instlib (default: instlib).")]
 SplitOpt = Annotated[Optional[str], typer.Option(help="stratified (count-stratified folds and validation images) or official (the real folder's manifest column 'split': train/val/test) (default: stratified).")]
-DensityOpt = Annotated[Optional[bool], typer.Option("--density/--no-density", help="Add the density head and its loss (dacs needs it; cv turns it on for every run of a grid with dacs).")]
+DensityOpt = Annotated[Optional[bool], typer.Option("--density/--no-density", help="The density head and its loss, in every run alike (dacs needs it) (default: the recipe's: instlib on, authors off).")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="timm backbone (default: efficientnet_b0; test_efficientnet for quick runs).")]
 PretrainedOpt = Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="Start from ImageNet weights (cached, or downloaded when online) (default: pretrained).")]
 EpochsOpt = Annotated[Optional[int], typer.Option(help="Epochs of pre-training (of training when there is no fine-tuning) (default: the recipe's, 50 or 25).")]

@@ -86,9 +86,13 @@ def test_every_variant_of_a_grid_with_dacs_fine_tunes_with_the_same_loss(grid):
 
 
 def test_the_mix_never_switches_the_density_loss_on(folders, tmp_path):
+    for config in (tiny_config(mix="dacs", density=False, **QUICK), tiny_config(recipe="authors", mix="dacs", **QUICK)):
+        with pytest.raises(InstlibError, match="density=True"):
+            train_run([folders["syn"]], folders["test"], tmp_path / "a", config, finetune_dir=folders["real"],
+                      mix_with=folders["real"], progress=False)
     with pytest.raises(InstlibError, match="density=True"):
-        train_run([folders["syn"]], folders["test"], tmp_path / "a", tiny_config(mix="dacs", **QUICK),
-                  finetune_dir=folders["real"], mix_with=folders["real"], progress=False)
+        cross_validate(folders["real"], tmp_path / "cv", tiny_config(density=False), mixes=("none", "dacs"),
+                       progress=False)
 
 
 def test_cv_on_the_official_split(paired, tmp_path):

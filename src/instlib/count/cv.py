@@ -11,8 +11,8 @@ column ``split``): one fold that tests on its ``test`` images and selects on its
 
 No leaks: a synthetic image whose ``origin`` (see :mod:`instlib.data.provenance`) is a test image
 of the fold is left out of that fold's pre-training; ``results.csv`` counts them in ``excluded``.
-When any variant is ``dacs``, every run of the grid gets the density head and its loss, so the
-mixing variants differ in the mixing only.
+Every run of the grid trains with the same loss (``config.density`` decides, never the mixing),
+so the mixing variants differ in the mixing only.
 
 Layout of ``out``: ``cv.json`` (settings), ``runs/<source>-<mix>-fold<k>-seed<s>/`` (one
 :func:`instlib.count.train.run` folder each, plus ``result.json`` once finished),
@@ -177,16 +177,13 @@ def cross_validate(real_dir: str | Path, out: str | Path, config: TrainConfig, *
                                "needs at least one folder")
         if "-" in name or "/" in name:
             raise InstlibError(f"source name '{name}' may not contain '-' or '/' (it names run folders)")
-    for m in mixes:
-        get_mix(m)
-    config.validate()
+    for m in mixes:  # every variant's settings, before any run
+        replace(config, mix=m).validate()
     check_backbone(config.model, config.pretrained)
     out = Path(out)
     real_dir = Path(real_dir)
     real = load_bank(list_samples(real_dir), progress=progress, desc="decode real")
     parts = real_parts(real.names, real.counts().numpy(), real_dir, config.split, folds)
-    # Every variant of one comparison trains with the same loss: dacs needs the density head, so all get it.
-    config = replace(config, density=config.density or any(get_mix(m).needs_density for m in mixes))
     _claim(out, {"real": str(real_dir.resolve()), "folds": len(parts), "fold_seed": FOLD_SEED,
                  "config": {k: v for k, v in asdict(config).items() if k not in ("seed", "mix")}})
     jobs = take_shard(grid(list(sources), list(mixes), len(parts), list(seeds)), shard)

@@ -81,7 +81,7 @@ class TrainConfig:
     max_steps: int | None = None  # cap on steps per epoch
     max_images: int | None = None  # use at most this many images of the training folders (seeded subset)
     val_fraction: float = 0.2
-    density: bool = False  # add the density head and its loss; mixing never switches it (dacs needs it on)
+    density: bool | None = None  # the density head and its loss; mixing never switches it (dacs needs it on)
     jitter: bool = True  # colour jitter (brightness/contrast/saturation 0.2, hue 0.1)
     eval_batch_size: int = 32
     channels_last: bool = True
