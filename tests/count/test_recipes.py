@@ -39,6 +39,7 @@ def test_the_authors_recipe_lands(data):
     # timm scales stochastic depth linearly over the blocks, from 0 towards 0.2, as torchvision does.
     assert rates and rates == sorted(rates) and 0 < max(rates) < 0.2
     assert model.spec.mean == (0.0414,) * 3 and model.spec.std == (0.0203,) * 3
+    assert model.density_head is None  # their model regresses the count only
     # Default head init: the bias stays within nn.Linear's +-1/sqrt(fan_in), not at the mean count.
     assert abs(float(model.head.bias.detach())) <= 1 / math.sqrt(model.head.in_features)
 
@@ -51,6 +52,7 @@ def test_the_instlib_recipe_lands(data):
     config = TrainConfig(recipe="instlib", model="test_efficientnet", pretrained=False, crop_size=48)
     model = train._build_model(data, config)
     assert model.dropout.p == 0.0 and not _drop_path_rates(model)
+    assert model.density_head is not None
     assert float(model.head.bias.detach()) == pytest.approx(train._mean_crop_count(data.train, 48))
     assert model.spec.mean != (0.0414,) * 3  # the real images' own statistics
     assert make_optimizer(model, config).param_groups[0]["weight_decay"] == 1e-5
