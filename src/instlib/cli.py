@@ -289,15 +289,18 @@ def style_fidelity(
 
 # ---------------------------------------------------------------- count
 
-# Training options shared by 'count train' and 'count cv'; None keeps TrainConfig's default (the paper's).
+# Training options shared by 'count train' and 'count cv'; None keeps the recipe's value (TrainConfig's default).
+RecipeOpt = Annotated[Optional[str], typer.Option(help="Training recipe: authors (the authors' code: dropout and drop-path 0.2, no weight decay, StepLR(10, 0.1), 25 epochs, IDCIA normalisation) or instlib (default: instlib).")]
+SplitOpt = Annotated[Optional[str], typer.Option(help="stratified (count-stratified folds and validation images) or official (the real folder's manifest column 'split': train/val/test) (default: stratified).")]
+DensityOpt = Annotated[Optional[bool], typer.Option("--density/--no-density", help="The density head and its loss, in every run alike (dacs needs it) (default: the recipe's: instlib on, authors off).")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="timm backbone (default: efficientnet_b0; test_efficientnet for quick runs).")]
 PretrainedOpt = Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="Start from ImageNet weights (cached, or downloaded when online) (default: pretrained).")]
-EpochsOpt = Annotated[Optional[int], typer.Option(help="Epochs of pre-training (of training when there is no fine-tuning) (default: 50).")]
-FinetuneEpochsOpt = Annotated[Optional[int], typer.Option(help="Epochs of fine-tuning on the real images (default: 50).")]
+EpochsOpt = Annotated[Optional[int], typer.Option(help="Epochs of pre-training (of training when there is no fine-tuning) (default: the recipe's, 50 or 25).")]
+FinetuneEpochsOpt = Annotated[Optional[int], typer.Option(help="Epochs of fine-tuning on the real images (default: the recipe's, 50 or 25).")]
 LrOpt = Annotated[Optional[float], typer.Option(help="Adam learning rate (default: 1e-4).")]
 BatchOpt = Annotated[Optional[int], typer.Option(help="Crops per training batch (default: 8).")]
 CropOpt = Annotated[Optional[int], typer.Option(help="Crop (and tile) size in pixels (default: 200).")]
-NormOpt = Annotated[Optional[str], typer.Option(help="Normalisation: data (real training images), idcia (0.0414/0.0203), imagenet (default: data).")]
+NormOpt = Annotated[Optional[str], typer.Option(help="Normalisation: data (real training images), idcia (0.0414/0.0203), imagenet (default: the recipe's).")]
 MaxStepsOpt = Annotated[Optional[int], typer.Option(help="Cap on steps per epoch (quick runs).")]
 MaxImagesOpt = Annotated[Optional[int], typer.Option(help="Use at most this many images of the training folders.")]
 CropsPerImageOpt = Annotated[Optional[int], typer.Option(help="Random crops per image and epoch (default: 1).")]
@@ -328,16 +331,22 @@ def count_train(
     finetune_epochs: FinetuneEpochsOpt = None, lr: LrOpt = None, batch_size: BatchOpt = None,
     crop_size: CropOpt = None, seed: Annotated[Optional[int], typer.Option(help="Random seed (default: 42).")] = None,
     norm: NormOpt = None, max_steps: MaxStepsOpt = None, max_images: MaxImagesOpt = None,
-    crops_per_image: CropsPerImageOpt = None, device: DeviceOpt = None,
+    crops_per_image: CropsPerImageOpt = None, device: DeviceOpt = None, recipe: RecipeOpt = None,
+    split: SplitOpt = None, density: DensityOpt = None,
 ) -> None:
-    """Pre-train on --train, fine-tune on --finetune, select by validation MAE, test on --test."""
+    """Pre-train on --train, fine-tune on --finetune, select by validation MAE, test on --test.
+
+    Training images drawn from a test image (manifest column 'origin') are left out and counted.
+    """
     from instlib.count import train_run
 
     config = _count_config(model=model, pretrained=pretrained, epochs=epochs, finetune_epochs=finetune_epochs,
                            lr=lr, batch_size=batch_size, crop_size=crop_size, seed=seed, mix=mix, norm=norm,
-                           max_steps=max_steps, max_images=max_images, crops_per_image=crops_per_image)
+                           max_steps=max_steps, max_images=max_images, crops_per_image=crops_per_image,
+                           recipe=recipe, split=split, density=density)
     metrics = train_run(train, test, out, config, finetune_dir=finetune, mix_with=mix_with, device=device)
-    typer.echo(f"{out}: {_count_summary(metrics)}")
+    typer.echo(f"{out}: {_count_summary(metrics)}; {metrics['excluded']} training images drawn from test images "
+               f"left out; kept epochs {metrics['selected_epochs']}")
 
 
 @count_app.command("predict")
@@ -372,7 +381,7 @@ def _sources(items: list[str], real: bool) -> dict[str, list[Path]]:
 def count_cv(
     real: Annotated[Path, typer.Option(help="Real folder to cross-validate on.")],
     out: Annotated[Path, typer.Option(help="Output folder: runs/, results.csv, summary.csv; a killed grid resumes.")],
-    folds: Annotated[int, typer.Option(help="Folds, stratified by count (seed 42).")] = 5,
+    folds: Annotated[int, typer.Option(help="Folds, stratified by count (seed 42); ignored with --split official.")] = 5,
     pretrain_on: Annotated[Optional[list[str]], typer.Option("--pretrain-on", help="Source to pre-train on, as DIR or NAME=DIR; repeat (same NAME joins folders).")] = None,
     real_baseline: Annotated[bool, typer.Option("--real-baseline/--no-real-baseline", help="Include the source 'real' (no pre-training).")] = True,
     mix: Annotated[Optional[list[str]], typer.Option("--mix", help="Mixing variants to run: none, cutmix, dacs; repeat (default: none).")] = None,
@@ -382,13 +391,19 @@ def count_cv(
     finetune_epochs: FinetuneEpochsOpt = None, lr: LrOpt = None, batch_size: BatchOpt = None,
     crop_size: CropOpt = None, norm: NormOpt = None, max_steps: MaxStepsOpt = None,
     max_images: MaxImagesOpt = None, crops_per_image: CropsPerImageOpt = None, device: DeviceOpt = None,
+    recipe: RecipeOpt = None, split: SplitOpt = None, density: DensityOpt = None,
 ) -> None:
-    """Cross-validate sources x mixing x folds x seeds; one row per run in OUT/results.csv, means in summary.csv."""
+    """Cross-validate sources x mixing x folds x seeds; one row per run in OUT/results.csv, means in summary.csv.
+
+    --split official replaces the folds by the real folder's own split. Synthetic images drawn from a
+    fold's test images are left out of that fold (column 'excluded').
+    """
     from instlib.count import cross_validate, summarize
 
     config = _count_config(model=model, pretrained=pretrained, epochs=epochs, finetune_epochs=finetune_epochs,
                            lr=lr, batch_size=batch_size, crop_size=crop_size, norm=norm, max_steps=max_steps,
-                           max_images=max_images, crops_per_image=crops_per_image)
+                           max_images=max_images, crops_per_image=crops_per_image, recipe=recipe, split=split,
+                           density=density)
     results = cross_validate(real, out, config, sources=_sources(pretrain_on or [], real_baseline),
                              mixes=tuple(mix or ["none"]), seeds=tuple(seed or [42]), folds=folds,
                              shard=_shard(shard), device=device)

@@ -36,9 +36,10 @@ def test_fold_data_keeps_test_validation_and_training_apart(folders):
     splits = stratified_kfold(real.counts().numpy(), n_folds=4, seed=42)
     syn = load_bank(list_samples(folders["syn"]))
     tested = []
-    for split in splits:
+    for train_idx, test_idx in splits:
+        fit_idx, val_idx = cv._fit_val(real, folders["real"], train_idx, tiny_config())
         for source, mix in ((None, "none"), (syn, "cutmix"), (syn, "dacs")):
-            d = cv.fold_data(real, split, source, mix, seed=42, val_fraction=0.2)
+            d = cv.fold_data(real, (fit_idx, val_idx, test_idx), source, mix)
             fit = d.train if source is None else d.finetune
             names = [set(b.names) for b in (fit, d.val, d.test)]
             assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])

@@ -19,11 +19,11 @@ def test_mask_covers_half_the_area(size):
     area = masks.sum(dim=(1, 2, 3))
     # Height = round(area / width): off by at most half a row of the rectangle's width.
     assert (torch.abs(area - size * size / 2) <= size / 2).all()
-    # An axis-aligned rectangle, width in (size/2, size].
+    # An axis-aligned rectangle, width in (size/2, size).
     widths = masks[:, 0].amax(1).sum(1)
     heights = masks[:, 0].amax(2).sum(1)
     assert torch.equal(widths * heights, area)
-    assert (widths > size // 2).all() and (widths <= size).all()
+    assert (widths > size // 2).all() and (widths < size).all()
 
 
 def test_mask_probability():

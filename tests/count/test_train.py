@@ -139,7 +139,7 @@ def test_dacs_never_reads_real_labels(folders, garbage_points_copy, tmp_path, mo
     read = []
     real_read_points = pipeline_mod.read_points
     monkeypatch.setattr(pipeline_mod, "read_points", lambda path, **k: read.append(path) or real_read_points(path, **k))
-    metrics = train_run([folders["syn"]], folders["test"], tmp_path / "dacs", tiny_config(mix="dacs", epochs=2),
+    metrics = train_run([folders["syn"]], folders["test"], tmp_path / "dacs", tiny_config(mix="dacs", epochs=2, density=True),
                         mix_with=garbage_points_copy, progress=False)
     assert np.isfinite(metrics["mae"])
     assert read and not [p for p in read if garbage_points_copy in p.parents]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -100,3 +101,45 @@ def test_real_data_from_a_folder_subset_and_pointer(tmp_path):
         real_folder(get_profile("smoke"), run)
     assert len(pick_names(src, 3)) == 3 and len(pick_names(src, 30)) == 10
     assert subset(src, tmp_path / "two", 2).is_dir()
+
+
+def _cv_dir(tmp_path, recipe="authors", split="stratified"):
+    rows = [{"source": src, "mix": "none", "fold": k, "seed": 42, "mae": 1.0, "n_test": 4, "epochs": 5,
+             "finetune_epochs": 0 if src == "real" else 5, "excluded": 0 if src == "real" else 3 + k,
+             "pretrain_epoch": None if src == "real" else 2 + k, "final_epoch": 4}
+            for src in ("real", "synhc") for k in range(2)]
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    (tmp_path / "cv.json").write_text(json.dumps({"folds": 2, "config": {"recipe": recipe, "split": split,
+                                                                          "density": False}}))
+    return tmp_path
+
+
+def test_protocol_tables_give_exclusions_per_fold_and_kept_epochs_per_run(tmp_path):
+    cv_dir = _cv_dir(tmp_path)
+    table = results.protocol_table(cv_dir)
+    syn = table[table["source"] == "Syn-HC"].set_index("fold")
+    assert syn["excluded"].to_dict() == {0: 3, 1: 4} and syn["pretrain_epoch"].to_dict() == {0: 2, 1: 3}
+    assert table.loc[table["source"] == "real", "pretrain_epoch"].isna().all()
+    assert results.protocol(cv_dir) == {"recipe": "authors", "split": "stratified", "folds": 2, "density": False,
+                                        "excluded": 7}
+    text = " ".join(results.protocol_statement(cv_dir))
+    assert "'authors'" in text and "2-fold cross-validation" in text and "7 synthetic images" in text
+    assert "fold 0: 3, fold 1: 4" in text and "kept epoch 2 to 3 of 5" in text
+
+    (tmp_path / "official").mkdir()
+    official = " ".join(results.protocol_statement(_cv_dir(tmp_path / "official", split="official")))
+    assert "official split" in official
+
+
+def test_statement_says_when_the_recipe_is_not_the_authors(tmp_path):
+    paper = get_profile("paper", seeds=[1, 2, 3])
+    summary = _summary(**{"Syn-HC": 40.0, "InST": 26.0})
+    _, not_shows = results.statement(summary, paper, cell200=True, cv_dir=_cv_dir(tmp_path, recipe="instlib"))
+    assert any("'instlib' recipe" in s for s in not_shows)
+    _, not_shows = results.statement(summary, paper, cell200=True, cv_dir=_cv_dir(tmp_path, recipe="authors"))
+    assert not any("recipe" in s for s in not_shows)
+
+
+def test_metrics_table_shows_exclusions():
+    summary = _summary(InST=20.0).assign(excluded_mean=3.5)
+    assert results.metrics_table(summary).loc["InST", "excluded / run"] == "3.5"

@@ -32,6 +32,7 @@ def test_writes_the_folder_format(tiny, folders, token_file, tmp_path):
         assert (out / "points" / f"{row.name}.csv").read_bytes() == \
             (folders["synhc"] / "points" / f"{row.name}.csv").read_bytes()
         assert row.style == row.name and row.style_image.endswith(f"real/images/{row.name}.png")
+        assert row.origin == row.name  # the real image of its points and of its style (one here)
         assert row.seed == image_seed(42, row.name)
         assert 0.0 <= row.fidelity_recall <= 1.0 and row.fidelity_spurious >= 0 and row.content_recall > 0.5
     assert {"count", "source", "strength", "steps", "guidance", "adain", "inversion", "reference_timesteps",

@@ -4,6 +4,7 @@
 - :mod:`~instlib.count.pipeline`: in-memory images, vectorised crops and counts, batched augmentation
 - :mod:`~instlib.count.mix`: CutMix (the authors') and DACS with pseudo-labels, by name
 - :mod:`~instlib.count.metrics`: MAE, RMSE, ACP
+- :mod:`~instlib.count.recipes`: training recipes by name (the authors', this project's) and LR schedules
 - :mod:`~instlib.count.train`: one run (pre-train, fine-tune, select by validation MAE, test, resume)
 - :mod:`~instlib.count.predict`: whole-image counts by tiling, centre-crop counts
 - :mod:`~instlib.count.cv`: stratified k-fold cross-validation over sources x mixing x seeds

@@ -5,7 +5,14 @@ paper's protocol; the fold split does not change with the training seed). For ea
 held-out part is the test set, and the rest is the real training data. A run with source
 ``real`` trains on it alone; any other source pre-trains on its folders, mixed with the fold's
 real training images under ``cutmix``/``dacs`` (unlabelled under ``dacs``), then fine-tunes on
-them. Mixing needs a synthetic source, so ``real`` runs only with ``none``.
+them. Mixing needs a synthetic source, so ``real`` runs only with ``none``. With
+``config.split == "official"`` the folds are replaced by the real folder's own split (manifest
+column ``split``): one fold that tests on its ``test`` images and selects on its ``val`` images.
+
+No leaks: a synthetic image whose ``origin`` (see :mod:`instlib.data.provenance`) is a test image
+of the fold is left out of that fold's pre-training; ``results.csv`` counts them in ``excluded``.
+Every run of the grid trains with the same loss (``config.density`` decides, never the mixing),
+so the mixing variants differ in the mixing only.
 
 Layout of ``out``: ``cv.json`` (settings), ``runs/<source>-<mix>-fold<k>-seed<s>/`` (one
 :func:`instlib.count.train.run` folder each, plus ``result.json`` once finished),
@@ -21,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -30,14 +38,16 @@ from instlib.count.pipeline import ImageBank, load_bank
 from instlib.count.train import RunData, TrainConfig, read_json, run, source_samples, validation_split, write_json
 from instlib.data.atomic import atomic_open
 from instlib.data.folder import list_samples
-from instlib.data.splits import stratified_kfold
+from instlib.data.provenance import drawn_from, sample_origins
+from instlib.data.splits import split_part, stratified_kfold
 from instlib.errors import DataError, InstlibError
 
 FOLD_SEED = 42
 REAL = "real"
 CV_FILE, RESULTS_FILE, SUMMARY_FILE, RESULT_FILE = "cv.json", "results.csv", "summary.csv", "result.json"
 METRICS = ("mae", "rmse", "acp", "mae_center", "rmse_center", "acp_center")
-COLUMNS = ("source", "mix", "fold", "seed", *METRICS, "n_test", "epochs", "finetune_epochs", "model", "wall_s")
+COLUMNS = ("source", "mix", "fold", "seed", *METRICS, "n_test", "epochs", "finetune_epochs", "model", "wall_s",
+           "excluded", "pretrain_epoch", "final_epoch", "recipe", "split")
 
 
 @dataclass(frozen=True)
@@ -60,14 +70,40 @@ def grid(sources: Sequence[str], mixes: Sequence[str], folds: int, seeds: Sequen
             if not (src == REAL and mix != "none")]
 
 
-def fold_data(real: ImageBank, split: tuple, source: ImageBank | None, mix: str, seed: int,
-              val_fraction: float) -> RunData:
-    """The banks of one run: test = the held-out fold; validation = a stratified part of the rest."""
-    train_idx, test_idx = split
-    real_train = real.subset(train_idx)
-    fit_idx, val_idx = validation_split(real_train.counts().numpy(), val_fraction, seed)
-    fit, val = real_train.subset(fit_idx), real_train.subset(val_idx)
-    test = real.subset(test_idx)
+def real_parts(names: Sequence[str], counts, real_dir: str | Path, split: str = "stratified", folds: int = 5
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``[(train_idx, test_idx), ...]`` of the real images per fold.
+
+    ``stratified``: ``folds`` count-stratified folds (seed :data:`FOLD_SEED`); ``official``: one fold,
+    the manifest's ``test`` images held out and its ``train`` and ``val`` images the training part.
+    """
+    if split == "official":
+        train = np.concatenate([split_part(real_dir, list(names), p) for p in ("train", "val")])
+        return [(np.sort(train), split_part(real_dir, list(names), "test"))]
+    try:
+        return stratified_kfold(np.asarray(counts), n_folds=folds, seed=FOLD_SEED)
+    except ValueError as exc:
+        raise DataError(str(exc), real_dir) from exc
+
+
+def training_names(real_dir: str | Path, *, split: str = "stratified", fold: int = 0, folds: int = 5) -> list[str]:
+    """Names of the real images that fold ``fold`` may train on (everything but its test images).
+
+    What style tokens, density categories and synthetic images must be built from for that fold's
+    numbers to be free of test labels; the folds are :func:`cross_validate`'s.
+    """
+    samples = list_samples(real_dir)
+    names = [s.name for s in samples]
+    parts = real_parts(names, [s.count() for s in samples], real_dir, split, folds)
+    if not 0 <= fold < len(parts):
+        raise InstlibError(f"fold {fold} does not exist: the {split} split has {len(parts)} fold(s)")
+    return [names[i] for i in parts[fold][0]]
+
+
+def fold_data(real: ImageBank, parts: tuple[np.ndarray, np.ndarray, np.ndarray], source: ImageBank | None,
+              mix: str) -> RunData:
+    """The banks of one run from index arrays ``(fit, val, test)`` into ``real``."""
+    fit, val, test = (real.subset(idx) for idx in parts)
     if source is None:
         return RunData(train=fit, val=val, test=test)
     strategy = get_mix(mix)
@@ -77,6 +113,15 @@ def fold_data(real: ImageBank, split: tuple, source: ImageBank | None, mix: str,
     return RunData(train=source, val=val, test=test, finetune=fit, mix_with=target)
 
 
+def _fit_val(real: ImageBank, real_dir: Path, train_idx: np.ndarray, config: TrainConfig
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Fit and validation indices of a fold's training part: the official ones, or a stratified share."""
+    if config.split == "official":
+        return (split_part(real_dir, real.names, p) for p in ("train", "val"))
+    fit_idx, val_idx = validation_split(real.counts().numpy()[train_idx], config.val_fraction, config.seed)
+    return train_idx[fit_idx], train_idx[val_idx]
+
+
 def _results(out: Path) -> pd.DataFrame:
     rows = [read_json(p) for p in sorted((out / "runs").glob(f"*/{RESULT_FILE}"))]
     df = pd.DataFrame([r for r in rows if r], columns=list(COLUMNS))
@@ -84,12 +129,14 @@ def _results(out: Path) -> pd.DataFrame:
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std (over folds and seeds) of every metric, per source and mixing."""
+    """Mean and std (over folds and seeds) of every metric, and the mean ``excluded``, per source and mixing."""
     if results.empty:
         return pd.DataFrame(columns=["source", "mix", "runs"])
     g = results.groupby(["source", "mix"], sort=True)
     out = g[list(METRICS)].agg(["mean", "std"])
     out.columns = [f"{m}_{stat}" for m, stat in out.columns]
+    if "excluded" in results:
+        out["excluded_mean"] = g["excluded"].mean()
     return out.assign(runs=g.size()).reset_index()
 
 
@@ -130,42 +177,50 @@ def cross_validate(real_dir: str | Path, out: str | Path, config: TrainConfig, *
                                "needs at least one folder")
         if "-" in name or "/" in name:
             raise InstlibError(f"source name '{name}' may not contain '-' or '/' (it names run folders)")
-    for m in mixes:
-        get_mix(m)
-    config.validate()
+    for m in mixes:  # every variant's settings, before any run
+        replace(config, mix=m).validate()
     check_backbone(config.model, config.pretrained)
     out = Path(out)
     real_dir = Path(real_dir)
     real = load_bank(list_samples(real_dir), progress=progress, desc="decode real")
-    try:
-        splits = stratified_kfold(real.counts().numpy(), n_folds=folds, seed=FOLD_SEED)
-    except ValueError as exc:
-        raise DataError(str(exc), real_dir) from exc
-    _claim(out, {"real": str(real_dir.resolve()), "folds": folds, "fold_seed": FOLD_SEED,
+    parts = real_parts(real.names, real.counts().numpy(), real_dir, config.split, folds)
+    _claim(out, {"real": str(real_dir.resolve()), "folds": len(parts), "fold_seed": FOLD_SEED,
                  "config": {k: v for k, v in asdict(config).items() if k not in ("seed", "mix")}})
-    jobs = take_shard(grid(list(sources), list(mixes), folds, list(seeds)), shard)
-    banks: dict[str, ImageBank] = {}
+    jobs = take_shard(grid(list(sources), list(mixes), len(parts), list(seeds)), shard)
+    banks: dict[str, tuple[ImageBank, list]] = {}
     for job in tqdm(jobs, desc="cv", unit="run", disable=not progress):
         run_dir = out / "runs" / job.name
         if (run_dir / RESULT_FILE).is_file():
             continue
-        source = None
+        cfg = replace(config, seed=job.seed, mix=job.mix)
+        train_idx, test_idx = parts[job.fold]
+        source, excluded = None, 0
         if job.source != REAL:
             if job.source not in banks:
                 samples = source_samples(sources[job.source], config.max_images, config.seed)
-                banks[job.source] = load_bank(samples, progress=progress, desc=f"decode {job.source}")
-            source = banks[job.source]
-        cfg = replace(config, seed=job.seed, mix=job.mix)
-        data = fold_data(real, splits[job.fold], source, job.mix, job.seed, config.val_fraction)
-        data.describe = {"real": str(real_dir), "source": job.source,
-                         "source_folders": [str(d) for d in sources[job.source]], "fold": job.fold, "folds": folds}
+                banks[job.source] = (load_bank(samples, progress=progress, desc=f"decode {job.source}"),
+                                     sample_origins(samples))
+            bank, origin = banks[job.source]
+            leaks = drawn_from(origin, [real.names[i] for i in test_idx])
+            source, excluded = bank.subset(np.flatnonzero(~leaks)), int(leaks.sum())
+            if not len(source):
+                raise DataError(f"every image of source '{job.source}' was drawn from a test image of fold "
+                                f"{job.fold}; nothing is left to pre-train on", sources[job.source][0])
+        data = fold_data(real, (*_fit_val(real, real_dir, train_idx, cfg), test_idx), source, job.mix)
+        data.excluded = excluded
+        data.describe = {"real": str(real_dir), "source": job.source, "split": config.split,
+                         "source_folders": [str(d) for d in sources[job.source]], "fold": job.fold,
+                         "folds": len(parts)}
         metrics = run(data, run_dir, cfg, progress=progress, device=device)
+        selected = list(metrics["selected_epochs"].items())
         row = {"source": job.source, "mix": job.mix, "fold": job.fold, "seed": job.seed,
                **{m: metrics[m] for m in ("mae", "rmse", "acp")},
                **{f"{m}_center": metrics["center"][m] for m in ("mae", "rmse", "acp")},
                "n_test": metrics["n"], "epochs": cfg.epochs,
                "finetune_epochs": cfg.finetune_epochs if source is not None else 0,
-               "model": cfg.model, "wall_s": metrics["wall_s"]}
+               "model": cfg.model, "wall_s": metrics["wall_s"], "excluded": excluded,
+               "pretrain_epoch": metrics["selected_epochs"].get("pretrain"), "final_epoch": selected[-1][1],
+               "recipe": cfg.recipe, "split": cfg.split}
         write_json(run_dir / RESULT_FILE, row)
         _write_tables(out)
     return _write_tables(out)

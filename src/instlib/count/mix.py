@@ -28,11 +28,12 @@ from instlib.errors import InstlibError
 def half_area_masks(n: int, size: int, gen: torch.Generator, prob: float, device="cpu") -> torch.Tensor:
     """``(n, 1, size, size)`` masks; with probability ``prob`` a rectangle of half the area is 1.
 
-    Width ~ U{size/2 + 1, ..., size}, height = round(area / width), uniform position (the
-    authors' recipe), so the rectangle covers half the crop up to the rounding of its height.
+    Width ~ U{size/2 + 1, ..., size - 1}, height = round(area / width), uniform position (the
+    authors' ``np.random.randint(W // 2 + 1, W)``), so the rectangle covers half the crop up to
+    the rounding of its height and never spans the whole width.
     """
     half = size * size / 2
-    width = torch.randint(size // 2 + 1, size + 1, (n,), generator=gen)
+    width = torch.randint(size // 2 + 1, size, (n,), generator=gen)
     height = torch.round(half / width).long().clamp(1, size)
     top = (torch.rand(n, generator=gen) * (size - height + 1)).long()
     left = (torch.rand(n, generator=gen) * (size - width + 1)).long()

@@ -44,6 +44,8 @@ class ModelSpec:
     std: tuple[float, float, float] = NORMS["imagenet"][1]
     crop_size: int = 200
     density: bool = False
+    drop_rate: float = 0.0  # dropout before the count head (torchvision's EfficientNet-B0: 0.2)
+    drop_path_rate: float = 0.0  # stochastic depth of the backbone's blocks (torchvision's: 0.2)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -64,8 +66,9 @@ class CountModel(nn.Module):
     def __init__(self, spec: ModelSpec, pretrained: bool = False):
         super().__init__()
         self.spec = spec
-        self.backbone = create_backbone(spec.backbone, pretrained)
+        self.backbone = create_backbone(spec.backbone, pretrained, drop_path_rate=spec.drop_path_rate)
         width = self.backbone.num_features
+        self.dropout = nn.Dropout(spec.drop_rate)
         self.head = nn.Linear(width, 1)
         self.density_head = nn.Conv2d(width, 1, kernel_size=1) if spec.density else None
         # Not persistent: the statistics live in the file's metadata, not among the weights.
@@ -76,7 +79,7 @@ class CountModel(nn.Module):
         # forward_features gives the last feature map with num_features channels for every timm
         # backbone; calling the model would also run heads such as MobileNetV3's conv_head.
         feats = self.backbone.forward_features((x - self.mean) / self.std)
-        count = self.head(feats.mean(dim=(2, 3))).squeeze(1)
+        count = self.head(self.dropout(feats.mean(dim=(2, 3)))).squeeze(1)
         density = F.softplus(self.density_head(feats)) if self.density_head is not None else None
         return count, density
 
@@ -142,15 +145,17 @@ def check_backbone(name: str, pretrained: bool) -> None:
                            "--no-pretrained (pretrained=False) to start from scratch")
 
 
-def create_backbone(name: str, pretrained: bool) -> nn.Module:
+def create_backbone(name: str, pretrained: bool, drop_path_rate: float = 0.0) -> nn.Module:
     """A ``timm`` feature extractor (no classifier, no pooling); ImageNet weights if ``pretrained``."""
     import timm
 
     check_backbone(name, pretrained)
+    # Not every timm model takes drop_path_rate; pass it only when asked for.
+    kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
     if not pretrained:
-        return timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
+        return timm.create_model(name, pretrained=False, num_classes=0, global_pool="", **kwargs)
     try:
-        return timm.create_model(name, pretrained=True, num_classes=0, global_pool="")
+        return timm.create_model(name, pretrained=True, num_classes=0, global_pool="", **kwargs)
     except (OSError, RuntimeError, ValueError) as exc:  # download or cache failures
         raise InstlibError(f"cannot load ImageNet weights for '{name}': {exc}; pass --no-pretrained "
                            "(pretrained=False) to start from scratch") from exc

@@ -111,11 +111,16 @@ def concat_banks(banks: Sequence[ImageBank]) -> ImageBank:
                      [im for b in banks for im in b.images], points, offsets)
 
 
+MIN_STD = 1 / 255
+
+
 def channel_stats(bank: ImageBank) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """Per-channel mean and std (on the ``[0, 1]`` scale) over every pixel of the bank, as RGB.
 
     Exact and cheap: from 256-bin histograms. A grayscale image counts for all three channels,
-    as it will be repeated to RGB.
+    as it will be repeated to RGB. The std is at least :data:`MIN_STD` (one grey level): a channel
+    that is constant in the real images (red and green of blue-coded fluorescence) would otherwise
+    scale any non-zero value of another domain's images by up to a million.
     """
     hist = torch.zeros(3, 256, dtype=torch.float64)
     for im in bank.images:
@@ -124,7 +129,7 @@ def channel_stats(bank: ImageBank) -> tuple[tuple[float, float, float], tuple[fl
     v = torch.arange(256, dtype=torch.float64) / 255.0
     n = hist.sum(1)
     mean = (hist * v).sum(1) / n
-    std = ((hist * v**2).sum(1) / n - mean**2).clamp_min(0).sqrt().clamp_min(1e-6)
+    std = ((hist * v**2).sum(1) / n - mean**2).clamp_min(0).sqrt().clamp_min(MIN_STD)
     return tuple(mean.tolist()), tuple(std.tolist())
 
 

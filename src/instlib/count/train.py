@@ -2,11 +2,14 @@
 
 Protocol (the paper's): stage ``pretrain`` trains on the ``--train`` folders (mixed with
 ``mix_with`` under ``cutmix``/``dacs``); stage ``finetune`` trains on the real folder. Each stage
-keeps the epoch with the lowest validation MAE; the validation images are a count-stratified
-``val_fraction`` of the real labelled images (the fine-tune folder, or the training folders when
-there is no fine-tuning) and are never trained on. Without ``finetune`` there is one stage,
-``train``. The selected model is then tested on the test folder: whole-image counts by tiling,
-and centre-crop counts as in the reference.
+keeps, among its trained epochs (never its starting weights: the authors' ``min_loss = inf``), the
+one with the lowest validation MAE, and the next stage starts from it. The validation images are a
+count-stratified ``val_fraction`` of the real labelled images (the fine-tune folder, or the training
+folders when there is no fine-tuning), or the ``val`` images of an official split, and are never
+trained on. Without ``finetune`` there is one stage, ``train``. Training images drawn from a test
+image (manifest ``origin``) are left out and counted. The selected model is then tested on the test
+folder: whole-image counts by tiling, and centre-crop counts as in the reference. The training
+settings come from a recipe (:mod:`instlib.count.recipes`).
 
 A run folder holds ``run.json`` (settings and inputs), ``checkpoint.pt`` while it runs (a killed
 run resumes from its last finished epoch), and at the end ``model.safetensors``,
@@ -20,7 +23,7 @@ import json
 import math
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -35,54 +38,70 @@ from instlib.count.model import NORMS, CountModel, ModelSpec, check_backbone, sa
 from instlib.count.pipeline import (ImageBank, Jitter, channel_stats, concat_banks, epoch_indices, load_bank,
                                     make_batch, steps_per_epoch)
 from instlib.count.predict import MODEL_FILE, check_channels, count_bank, folder_samples, true_counts
+from instlib.count.recipes import RECIPE_FIELDS, SCHEDULES, get_recipe
 from instlib.count.runtime import as_input, autocast, pick_device, seed_everything
 from instlib.data.atomic import atomic_open, atomic_path
 from instlib.data.folder import Sample, list_samples
-from instlib.data.splits import stratified_kfold
+from instlib.data.provenance import drawn_from, sample_origins
+from instlib.data.splits import split_part, stratified_kfold
 from instlib.errors import DataError, InstlibError
 
 RUN_FILE, METRICS_FILE, PREDICTIONS_FILE, HISTORY_FILE, CHECKPOINT_FILE = (
     "run.json", "metrics.json", "predictions.csv", "history.csv", "checkpoint.pt")
 
-# Learning-rate factor as a function of the fraction of the stage done.
-SCHEDULES: dict[str, Callable[[float], float]] = {
-    "poly": lambda t: (1.0 - t) ** 0.9,
-    "step": lambda t: 0.1 ** math.floor(3 * t),  # x0.1 after each third of the stage
-    "constant": lambda t: 1.0,
-}
+#: How the real images are split: ``stratified`` draws count-stratified parts (folds, validation
+#: images); ``official`` takes the ``split`` column (train / val / test) of the real folder's manifest.
+SPLITS = ("stratified", "official")
 
 
 @dataclass
 class TrainConfig:
-    """Settings of one run; defaults are the paper's (EfficientNet-B0, 200 x 200 crops, Adam 1e-4, batch 8)."""
+    """Settings of one run. Fields left at ``None`` come from ``recipe`` (see :mod:`instlib.count.recipes`)."""
 
     model: str = "efficientnet_b0"  # any timm model; test_efficientnet for quick tests
     pretrained: bool = True  # ImageNet weights (needs them cached or internet access)
-    epochs: int = 50  # of the first stage (pre-training, or training when there is no fine-tuning)
-    finetune_epochs: int = 50
-    lr: float = 1e-4
-    weight_decay: float = 1e-5
-    batch_size: int = 8
-    crop_size: int = 200
+    recipe: str = "instlib"  # authors | instlib
+    epochs: int | None = None  # of the first stage (pre-training, or training when there is no fine-tuning)
+    finetune_epochs: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    batch_size: int | None = None
+    crop_size: int | None = None
     seed: int = 42
     mix: str = "none"  # none | cutmix | dacs (see instlib.count.mix)
     mix_prob: float | None = None  # chance that a sample gets a rectangle; None: the strategy's default
-    norm: str = "data"  # data (statistics of the real training images) | idcia | imagenet
-    schedule: str = "poly"  # poly | step | constant, per stage
+    norm: str | None = None  # data (statistics of the real training images) | idcia | imagenet
+    schedule: str | None = None  # poly | step | steplr10 | constant, per stage
+    drop_rate: float | None = None  # dropout before the count head
+    drop_path_rate: float | None = None  # stochastic depth of the backbone
+    mean_count_bias: bool | None = None  # start the head's bias at the mean crop count
+    split: str = "stratified"  # stratified (count-stratified parts) | official (the manifest's split column)
     zero_keep: float = 0.25  # chance that a training crop without cells is kept
     crops_per_image: int = 1  # crops per image and epoch
     max_steps: int | None = None  # cap on steps per epoch
     max_images: int | None = None  # use at most this many images of the training folders (seeded subset)
     val_fraction: float = 0.2
-    density: bool = False  # add the density head (always on for dacs)
+    density: bool | None = None  # the density head and its loss; mixing never switches it (dacs needs it on)
     jitter: bool = True  # colour jitter (brightness/contrast/saturation 0.2, hue 0.1)
     eval_batch_size: int = 32
     channels_last: bool = True
     amp: bool = True  # bf16 autocast on GPUs
 
+    def __post_init__(self) -> None:
+        recipe = get_recipe(self.recipe)
+        for name in RECIPE_FIELDS:
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(recipe, name))
+
     def validate(self) -> TrainConfig:
         """Check choices and ranges; returns self."""
-        get_mix(self.mix)
+        mix = get_mix(self.mix)
+        if mix.needs_density and not self.density:
+            # Switching the density loss on for the mixing runs alone would confound the comparison.
+            raise InstlibError(f"mix '{self.mix}' labels target images with the model's density: set density=True "
+                               "(--density), for every run it is compared with, so all train with the same loss")
+        if self.split not in SPLITS:
+            raise InstlibError(f"unknown split '{self.split}'; choose one of {', '.join(SPLITS)}")
         if self.norm not in ("data", *NORMS):
             raise InstlibError(f"unknown normalisation '{self.norm}'; choose data, {', '.join(NORMS)}")
         if self.schedule not in SCHEDULES:
@@ -97,6 +116,9 @@ class TrainConfig:
             raise InstlibError("need finetune_epochs >= 0, 0 < val_fraction < 1 and 0 <= zero_keep <= 1")
         if self.mix_prob is not None and not 0 <= self.mix_prob <= 1:
             raise InstlibError(f"mix_prob must lie in [0, 1], got {self.mix_prob}")
+        if not (0 <= self.drop_rate < 1 and 0 <= self.drop_path_rate < 1):
+            raise InstlibError(f"drop_rate and drop_path_rate must lie in [0, 1), got {self.drop_rate}, "
+                               f"{self.drop_path_rate}")
         return self
 
 
@@ -110,6 +132,7 @@ class RunData:
     finetune: ImageBank | None = None
     mix_with: ImageBank | None = None
     describe: dict = field(default_factory=dict)  # where the images came from, for run.json / metrics.json
+    excluded: int = 0  # training images left out because they were drawn from a test image
 
 
 @dataclass
@@ -148,17 +171,38 @@ def _fingerprint(bank: ImageBank | None) -> dict | None:
     return {"images": len(bank), "sha1": digest}
 
 
+def without_leaks(samples: list[Sample], test_names: Sequence[str]) -> tuple[list[Sample], int]:
+    """``samples`` less those drawn from a test image (by their folder's ``origin``), and how many those were."""
+    leaks = drawn_from(sample_origins(samples), test_names)
+    return [s for s, leak in zip(samples, leaks) if not leak], int(leaks.sum())
+
+
 def load_run_data(train_dirs: Sequence[str | Path], test_dir: str | Path, config: TrainConfig, *,
                   finetune_dir: str | Path | None = None, mix_with: str | Path | None = None,
                   progress: bool = False) -> RunData:
-    """List and decode every input of a run up front, so bad input fails before any training."""
+    """List and decode every input of a run up front, so bad input fails before any training.
+
+    Training images drawn from a test image are left out. Under ``config.split == "official"`` the
+    real folder (``finetune_dir``, else the one training folder) trains on its ``train`` images and
+    selects on its ``val`` images, and a test folder that is the real folder tests on its ``test`` images.
+    """
     mix = get_mix(config.mix)
     if not train_dirs:
         raise InstlibError("no training folder given (--train)")
     if mix.needs_target and mix_with is None:
         raise InstlibError(f"--mix {config.mix} needs --mix-with DIR (the target-domain images)")
-    train_s = source_samples(train_dirs, config.max_images, config.seed)
+    real_dir = Path(finetune_dir if finetune_dir is not None else train_dirs[0])
+    official = config.split == "official"
+    if official and finetune_dir is None and len(train_dirs) > 1:
+        raise InstlibError("--split official needs one real folder: give it as --finetune, or as the only --train")
     test_s = list_samples(test_dir)
+    if official and Path(test_dir).resolve() == real_dir.resolve():
+        test_s = [test_s[i] for i in split_part(real_dir, [s.name for s in test_s], "test")]
+    train_s, excluded = without_leaks(source_samples(train_dirs, config.max_images, config.seed),
+                                      [s.name for s in test_s])
+    if not train_s:
+        raise DataError(f"every training image was drawn from a test image of {test_dir} (manifest 'origin'); "
+                        "nothing is left to train on", train_dirs[0])
     fine_s = list_samples(finetune_dir) if finetune_dir is not None else None
     if mix.needs_target:
         mix_s, mix_labelled = folder_samples(Path(mix_with))
@@ -167,7 +211,10 @@ def load_run_data(train_dirs: Sequence[str | Path], test_dir: str | Path, config
 
     real_s = fine_s if fine_s is not None else train_s
     real = load_bank(real_s, progress=progress, desc="decode real")
-    fit_idx, val_idx = validation_split(real.counts().numpy(), config.val_fraction, config.seed)
+    if official:
+        fit_idx, val_idx = (split_part(real_dir, real.names, part) for part in ("train", "val"))
+    else:
+        fit_idx, val_idx = validation_split(real.counts().numpy(), config.val_fraction, config.seed)
     val, real_fit = real.subset(val_idx), real.subset(fit_idx)
     train = real_fit if fine_s is None else load_bank(train_s, progress=progress, desc="decode train")
     target = None
@@ -180,7 +227,7 @@ def load_run_data(train_dirs: Sequence[str | Path], test_dir: str | Path, config
         if not mix.target_labelled:
             target = target.without_labels()
     return RunData(train=train, val=val, test=load_bank(test_s, progress=progress, desc="decode test"),
-                   finetune=real_fit if fine_s is not None else None, mix_with=target,
+                   finetune=real_fit if fine_s is not None else None, mix_with=target, excluded=excluded,
                    describe={"train": [str(d) for d in train_dirs], "test": str(test_dir),
                              "finetune": None if finetune_dir is None else str(finetune_dir),
                              "mix_with": None if mix_with is None else str(mix_with)})
@@ -254,12 +301,18 @@ def _build_model(data: RunData, config: TrainConfig) -> CountModel:
     else:
         mean, std = NORMS[config.norm]
     spec = ModelSpec(backbone=config.model, channels=concat_banks([real, data.val]).channels, mean=mean, std=std,
-                     crop_size=config.crop_size, density=config.density or get_mix(config.mix).needs_density)
+                     crop_size=config.crop_size, density=config.density, drop_rate=config.drop_rate,
+                     drop_path_rate=config.drop_path_rate)
     model = CountModel(spec, pretrained=config.pretrained)
-    # Start the regression at the mean crop count: otherwise the first MSE gradients are all offset.
-    with torch.no_grad():
-        model.head.bias.fill_(_mean_crop_count(data.train, config.crop_size))
+    if config.mean_count_bias:
+        with torch.no_grad():
+            model.head.bias.fill_(_mean_crop_count(data.train, config.crop_size))
     return model
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam over every weight with the config's learning rate and weight decay (one per stage)."""
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _stages(data: RunData, config: TrainConfig) -> list[Stage]:
@@ -305,18 +358,18 @@ def _fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, devic
     for s, stage in enumerate(_stages(data, config)):
         if ckpt and s < ckpt["stage"]:
             continue
-        opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        opt = make_optimizer(model, config)
         steps = steps_per_epoch(len(stage.bank), config.batch_size, config.crops_per_image)
         steps = min(steps, config.max_steps or steps)
+        # As the authors' min_loss = inf: a trained epoch always wins, so a stage never returns its start.
         best, best_mae, best_epoch, start = None, math.inf, 0, 0
         if ckpt and s == ckpt["stage"]:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             best, best_mae, best_epoch, start = ckpt["best"], ckpt["best_mae"], ckpt["best_epoch"], ckpt["epoch"]
-        if best is None:  # epoch 0 = the weights the stage starts from; it can win the selection
-            best, best_mae = _state(model), _validate(model, data.val, config, device)
-            history.append({"stage": stage.name, "epoch": 0, "train_loss": math.nan, "val_mae": best_mae,
-                            "lr": math.nan, "seconds": 0.0})
+        else:  # epoch 0: the weights the stage starts from, for the history only
+            history.append({"stage": stage.name, "epoch": 0, "train_loss": math.nan,
+                            "val_mae": _validate(model, data.val, config, device), "lr": math.nan, "seconds": 0.0})
         strategy = mix if stage.target is not None else get_mix("none")
         bar = tqdm(range(start, stage.epochs), desc=stage.name, unit="epoch", disable=not progress,
                    initial=start, total=stage.epochs, leave=False)
@@ -329,9 +382,8 @@ def _fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, devic
                        if stage.target is not None else [None] * steps)
             losses = []
             for i, (si, ti) in enumerate(zip(src_idx, tgt_idx)):
-                t = (epoch * steps + i) / (stage.epochs * steps)
                 for group in opt.param_groups:
-                    group["lr"] = config.lr * SCHEDULES[config.schedule](t)
+                    group["lr"] = config.lr * SCHEDULES[config.schedule](epoch + i / steps, stage.epochs)
                 source = make_batch(stage.bank, si, config.crop_size, gen, device=device,
                                     zero_keep=config.zero_keep, jitter=jitter)
                 source.images = as_input(source.images, config.channels_last)
@@ -406,13 +458,14 @@ def run(data: RunData, out: str | Path, config: TrainConfig, *, progress: bool =
     true, true_center = true_counts(data.test, config.crop_size)
     predictions = pd.DataFrame({"name": data.test.names, "true": true, "pred": pred,
                                 "true_center": true_center, "pred_center": pred_center})
-    selected = {h["stage"]: h["epoch"] for h in history if h.get("selected")}  # 0 = kept the starting weights
+    selected = {h["stage"]: h["epoch"] for h in history if h.get("selected")}
     metrics = {
         **score(true, pred),
         "evaluation": f"whole images: sum of the counts of {config.crop_size}x{config.crop_size} tiles",
         "center": {**score(true_center, pred_center),
                    "evaluation": f"centre {config.crop_size}x{config.crop_size} crop (the reference's protocol)"},
         "selected_epochs": selected,
+        "excluded": data.excluded,  # training images drawn from a test image, left out
         "wall_s": before + time.perf_counter() - tic,  # including the time before a resume
         "produced_by": {"config": asdict(config), "inputs": data.describe, "device": str(dev),
                         "torch": torch.__version__, "python": platform.python_version(),
@@ -445,5 +498,14 @@ def train_run(train_dirs: Sequence[str | Path], test_dir: str | Path, out: str |
 
 
 def with_overrides(config: TrainConfig, **changes) -> TrainConfig:
-    """A copy of ``config`` with ``changes`` (``None`` values ignored), validated."""
-    return replace(config, **{k: v for k, v in changes.items() if v is not None}).validate()
+    """A copy of ``config`` with ``changes`` (``None`` values ignored), validated.
+
+    A new ``recipe`` also brings its settings, except those ``config`` had set to other values than
+    its old recipe's and those in ``changes``.
+    """
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if changes.get("recipe", config.recipe) != config.recipe:
+        old = get_recipe(config.recipe)
+        follow = {k: None for k in RECIPE_FIELDS if getattr(config, k) == getattr(old, k)}
+        changes = {**follow, **changes}
+    return replace(config, **changes).validate()

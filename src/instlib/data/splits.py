@@ -1,11 +1,14 @@
-"""Cross-validation splits stratified by cell count."""
+"""Cross-validation splits stratified by cell count, and a data set's own (official) split."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from instlib.errors import ArgumentError
+from instlib.data.subsets import split_names
+from instlib.errors import ArgumentError, DataError
 
 
 def count_strata(counts: np.ndarray, n_folds: int) -> np.ndarray:
@@ -31,3 +34,13 @@ def stratified_kfold(counts, n_folds: int = 5, seed: int = 42) -> list[tuple[np.
         raise ArgumentError(f"{len(counts)} images cannot be split into {n_folds} folds")
     skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     return [(tr, te) for tr, te in skf.split(np.zeros(len(counts)), count_strata(counts, n_folds))]
+
+
+def split_part(folder: str | Path, names: list[str], part: str) -> np.ndarray:
+    """Indices of ``names`` (images of ``folder``) in the official ``part`` (``train``, ``val`` or ``test``)
+    of the folder's ``split`` manifest column; raises :class:`DataError` if there are none."""
+    members = split_names(folder)[part]
+    idx = np.array([i for i, n in enumerate(names) if n in members], dtype=np.int64)
+    if not len(idx):
+        raise DataError(f"its official split has no '{part}' images", folder)
+    return idx

@@ -118,7 +118,8 @@ def _render_job(job: _Job, out: Path, seed: int, config: SynHCConfig) -> dict:
     img = render_synhc(job.points, job.shape, image_rng(seed, job.name), config)
     write_image(out / IMAGES / f"{job.name}.png", img)
     write_points(out / POINTS / f"{job.name}.csv", job.points)
-    return {"name": job.name, "count": len(job.points), "source": "synhc", "seed": seed,
+    # 'origin': the real image the points came from (empty for random layouts); see instlib.data.provenance.
+    return {"name": job.name, "count": len(job.points), "source": "synhc", "seed": seed, "origin": job.style,
             "style": job.style, "height": job.shape[0], "width": job.shape[1], "cell_size": config.cell_size}
 
 

@@ -6,8 +6,10 @@ rows marked ``exact = false`` are derived or unpublished, and say so in ``note``
 
 from __future__ import annotations
 
+import json
 import math
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,8 +34,6 @@ def label_sources(df: pd.DataFrame) -> pd.DataFrame:
 
 def load_summary(cv_dir, *, mixes=None, sources=None) -> pd.DataFrame:
     """``summary.csv`` of a cross-validation folder with display names, optionally filtered."""
-    from pathlib import Path
-
     df = pd.read_csv(Path(cv_dir) / "summary.csv")
     if mixes is not None:
         df = df[df["mix"].isin(list(mixes))]
@@ -68,6 +68,8 @@ def metrics_table(summary: pd.DataFrame, *, by: tuple[str, ...] = ("source",)) -
         for m in METRICS:
             if f"{m}_mean" in r:
                 row[LABELS[m]] = mean_std(r[f"{m}_mean"], r.get(f"{m}_std"))
+        if "excluded_mean" in r and not pd.isna(r["excluded_mean"]):
+            row["excluded / run"] = f"{r['excluded_mean']:.1f}"
         if "runs" in r:
             row["runs"] = int(r["runs"])
         rows.append(row)
@@ -103,8 +105,12 @@ def _get(summary: pd.DataFrame, source: str, metric: str = "mae", mix: str = "no
     return float(r[f"{metric}_mean"].iloc[0]), float(r[f"{metric}_std"].fillna(0).iloc[0])
 
 
-def statement(summary: pd.DataFrame, profile: Profile, *, cell200: bool | None = None) -> tuple[list[str], list[str]]:
-    """Two lists of plain sentences: what this run's numbers show, and what they do not."""
+def statement(summary: pd.DataFrame, profile: Profile, *, cell200: bool | None = None, cv_dir=None
+              ) -> tuple[list[str], list[str]]:
+    """Two lists of plain sentences: what this run's numbers show, and what they do not.
+
+    With ``cv_dir`` (the cross-validation folder the summary comes from) it also weighs the recipe.
+    """
     shows, not_shows = [], []
     inst, syn, real = (_get(summary, s) for s in ("InST", "Syn-HC", "real"))
     if inst and syn:
@@ -150,6 +156,11 @@ def statement(summary: pd.DataFrame, profile: Profile, *, cell200: bool | None =
     if cell200 is False:
         not_shows.append("Cell200-s was not available to this run, so it is missing from the comparison "
                          "(pass a folder with --set cell200=PATH).")
+    recipe = protocol(cv_dir)["recipe"] if cv_dir is not None else None
+    if recipe is not None and recipe != "authors":
+        not_shows.append(f"The counting models were trained with the '{recipe}' recipe, not the authors' (dropout "
+                         "and stochastic depth 0.2, no weight decay, StepLR(10, 0.1), IDCIA normalisation, default "
+                         "head init): part of any difference from the paper's numbers can be the recipe.")
     if profile.name == "paper" and not not_shows:
         not_shows.append("The paper does not publish every training detail (epochs, schedule); differences of "
                          "a few MAE points from its numbers are within what such details can change.")
@@ -164,9 +175,6 @@ def finite_metrics(summary: pd.DataFrame) -> bool:
 
 def cv_predictions(cv_dir, mix: str | None = "none"):
     """Every test prediction of a cross-validation folder: source, mix, fold, seed, name, true, pred."""
-    import json
-    from pathlib import Path
-
     frames = []
     for result in sorted(Path(cv_dir).glob("runs/*/result.json")):
         meta = json.loads(result.read_text())
@@ -179,3 +187,54 @@ def cv_predictions(cv_dir, mix: str | None = "none"):
     if not frames:
         return pd.DataFrame(columns=["source", "mix", "fold", "seed", "name", "true", "pred"])
     return label_sources(pd.concat(frames, ignore_index=True))
+
+
+# ---------------------------------------------------------------- protocol: recipe, split, exclusions
+
+SPLIT_WORDS = {"stratified": "{folds}-fold cross-validation stratified by count (folds drawn with seed 42)",
+               "official": "the data set's official split (train / val / test lists), one run per source"}
+
+
+def protocol_table(cv_dir) -> pd.DataFrame:
+    """Per run: source, mix, fold, seed, synthetic images excluded, and the epochs selection kept.
+
+    ``excluded``: images of the pre-training source drawn from a test image of the fold (manifest
+    ``origin``), left out of that run; ``pretrain_epoch`` / ``final_epoch``: the epoch kept by
+    pre-training (empty for real-only runs) and by the last stage, out of ``epochs`` /
+    ``finetune_epochs``.
+    """
+    df = pd.read_csv(Path(cv_dir) / "results.csv")
+    cols = ["source", "mix", "fold", "seed", "excluded", "pretrain_epoch", "epochs", "final_epoch", "finetune_epochs"]
+    return label_sources(df[[c for c in cols if c in df]])
+
+
+def protocol(cv_dir) -> dict:
+    """Recipe, split, number of folds, density head, and the synthetic images excluded (once per source and fold)."""
+    settings = json.loads((Path(cv_dir) / "cv.json").read_text())
+    table = protocol_table(cv_dir)
+    excluded = table.groupby(["source", "fold"])["excluded"].max().sum() if "excluded" in table else 0
+    return {"recipe": settings["config"].get("recipe", "instlib"),
+            "split": settings["config"].get("split", "stratified"), "folds": settings["folds"],
+            "density": bool(settings["config"].get("density")), "excluded": int(excluded)}
+
+
+def protocol_statement(cv_dir) -> list[str]:
+    """Plain sentences saying which recipe, split and exclusions produced the numbers of ``cv_dir``."""
+    p, table = protocol(cv_dir), protocol_table(cv_dir)
+    out = [f"Counting recipe: '{p['recipe']}'; split: {SPLIT_WORDS[p['split']].format(folds=p['folds'])}; "
+           + ("every run trained with the density head and its loss, so the mixing variants differ in the mixing only."
+              if p["density"] else "no run used the density head.")]
+    synthetic = table[table["source"] != "real"]
+    if len(synthetic) and "excluded" in synthetic:
+        per_fold = synthetic.groupby("fold")["excluded"].max()
+        folds = ", ".join(f"fold {k}: {int(v)}" for k, v in per_fold.items())
+        out.append(f"{p['excluded']} synthetic images (counted once per source and fold) were left out of the folds "
+                   f"whose test images they were drawn from (most for one source: {folds}); images whose manifest "
+                   "names no origin (random layouts, external sets such as Cell200-s) cannot be checked and were kept.")
+    if len(synthetic) and "pretrain_epoch" in synthetic:
+        kept = synthetic["pretrain_epoch"].dropna().astype(int)
+        if len(kept):
+            out.append(f"Pre-training kept epoch {kept.min()}" + (f" to {kept.max()}" if kept.max() > kept.min() else "")
+                       + f" of {int(synthetic['epochs'].max())}; only trained epochs are selected, as in the authors' "
+                       "code, so pre-training always changes the starting weights.")
+    return out

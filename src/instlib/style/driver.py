@@ -30,6 +30,7 @@ from instlib.data.folder import (IMAGES, POINTS, Sample, manifest_name, prepare_
                                  write_manifest)
 from instlib.data.images import IMAGE_SUFFIXES, is_image_file, write_image
 from instlib.data.points import read_points
+from instlib.data.provenance import format_origin, origins
 from instlib.errors import DataError, InstlibError
 from instlib.runs.shard import take_shard
 from instlib.style.fidelity import measure_fidelity
@@ -157,6 +158,7 @@ def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Pat
     common = {"base_seed": seed, "model": components.model, "token": str(token), **asdict(config)}
     shard = shard if shard is not None else _default_shard()
     rows = _finished(out, shard)
+    content_origin = origins(content_dir)
     todo = [s for s in take_shard(samples, shard) if s.name not in rows]
     bar = tqdm(total=len(todo), desc=f"InST -> {out}", disable=not progress)
     for start in range(0, len(todo), batch_size):
@@ -170,6 +172,8 @@ def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Pat
             atomic_write_bytes(out / POINTS / f"{s.name}.csv", s.points.read_bytes())
             rows[s.name] = {"name": s.name, "count": counts[s.name], "source": "inst", "seed": image_seed_,
                             **common, **_provenance(s, styles[s.name], token_of[s.name]),
+                            # The real images it was drawn from: its content's, and its style image.
+                            "origin": format_origin([*content_origin.get(s.name, ()), styles[s.name].stem]),
                             **_fidelity(img, content, read_points(s.points))}
         write_manifest(out, list(rows.values()), shard=shard)
         bar.update(len(batch))

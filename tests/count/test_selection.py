@@ -1,0 +1,58 @@
+"""Epoch selection: a trained epoch always wins, the best one is kept, and fine-tuning starts from it."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import torch
+
+from instlib.count import load_model, train
+from instlib.count.train import train_run
+
+from .conftest import tiny_config
+
+
+def _weights(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([v.detach().flatten().double().cpu() for v in model.state_dict().values()
+                      if v.is_floating_point()])
+
+
+def _scripted_validation(monkeypatch, maes: list[float]) -> list[torch.Tensor]:
+    """Make validation return ``maes`` in turn; returns the weights seen at each validation."""
+    seen, script = [], list(maes)
+
+    def validate(model, val, config, device):
+        seen.append(_weights(model))
+        return script.pop(0)
+
+    monkeypatch.setattr(train, "_validate", validate)
+    return seen
+
+
+def test_the_kept_epoch_has_the_lowest_mae_and_fine_tuning_starts_from_it(folders, tmp_path, monkeypatch):
+    # Pre-training: the starting weights (epoch 0) score best, then epochs 1-3; fine-tuning: 0, 1, 2.
+    seen = _scripted_validation(monkeypatch, [0.0, 5.0, 3.0, 4.0, 0.5, 2.0, 1.0])
+    out = tmp_path / "run"
+    metrics = train_run([folders["syn"]], folders["test"], out, tiny_config(epochs=3, finetune_epochs=2, max_steps=2),
+                        finetune_dir=folders["real"], progress=False)
+
+    # The untrained start never wins (the authors' min_loss = inf), however well it scores.
+    assert metrics["selected_epochs"] == {"pretrain": 2, "finetune": 2}
+    assert json.loads((out / "metrics.json").read_text())["selected_epochs"] == {"pretrain": 2, "finetune": 2}
+    assert not torch.equal(seen[0], seen[2])
+    # Fine-tuning starts from pre-training's epoch 2 (seen at call 2), not from its last epoch (call 3).
+    assert torch.equal(seen[4], seen[2]) and not torch.equal(seen[4], seen[3])
+    # The saved model is fine-tuning's epoch 2, not its start or another epoch.
+    saved = _weights(load_model(out / "model.safetensors"))
+    assert torch.equal(saved, seen[6]) and not torch.equal(saved, seen[5])
+    history = pd.read_csv(out / "history.csv")
+    assert history.loc[history["selected"], ["stage", "epoch"]].values.tolist() == [["pretrain", 2], ["finetune", 2]]
+
+
+def test_a_stage_whose_training_never_helps_still_returns_a_trained_epoch(folders, tmp_path, monkeypatch):
+    seen = _scripted_validation(monkeypatch, [0.0, 9.0, 8.0])
+    metrics = train_run([folders["real"]], folders["test"], tmp_path / "run", tiny_config(epochs=2, max_steps=1),
+                        progress=False)
+    assert metrics["selected_epochs"] == {"train": 2}
+    assert torch.equal(_weights(load_model(tmp_path / "run" / "model.safetensors")), seen[2])
