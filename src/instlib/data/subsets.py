@@ -93,7 +93,8 @@ def split_names(folder: str | Path) -> dict[str, set[str]]:
     if SPLIT not in manifest.columns:
         raise DataError(f"has no official split (no '{SPLIT}' column in its manifest; import a data set "
                         "that ships train/validation/test lists)", folder)
-    column = manifest[SPLIT].fillna("").astype(str)
+    # Hand-edited manifests may spell the parts as split lists do ("validation", "training").
+    column = manifest[SPLIT].fillna("").astype(str).str.strip().str.lower().map(SPLIT_LIST_STEMS)
     return {s: set(manifest["name"].astype(str)[column == s]) for s in SPLITS}
 
 
@@ -110,15 +111,21 @@ def filter_samples(samples: Sequence[Sample], stain: str | None = None,
         for s in keep:
             root = s.image.parent.parent
             if root not in stains:
-                stains[root] = _stains(root)
-        keep = [s for s in keep if stains[s.image.parent.parent].get(s.name) == stain.lower()]
+                stains[root] = stains_of(root)
+        keep = [s for s in keep if stains[s.image.parent.parent].get(s.name, "").casefold() == stain.casefold()]
     if names_glob is not None:
         keep = [s for s in keep if fnmatch.fnmatchcase(s.name, names_glob)]
     return keep
 
 
-def _stains(root: Path) -> dict[str, str]:
-    manifest = read_manifest(root)
+def stains_of(folder: str | Path) -> dict[str, str]:
+    """Image name to stain, from the manifest's ``stain`` column; a clear error when there is none."""
+    folder = Path(folder)
+    if not (folder / "manifest.csv").is_file():
+        raise DataError("has no manifest.csv, so its images have no stain; select them with a name glob "
+                        "(--names) instead", folder)
+    manifest = read_manifest(folder)
     if STAIN not in manifest.columns:
-        raise DataError(f"has no '{STAIN}' column in its manifest, so images cannot be selected by stain", root)
-    return dict(zip(manifest["name"].astype(str), manifest[STAIN].fillna("").astype(str).str.lower()))
+        raise DataError(f"has a manifest without a '{STAIN}' column; select its images with a name glob "
+                        "(--names) instead", folder / "manifest.csv")
+    return dict(zip(manifest["name"].astype(str), manifest[STAIN].fillna("").astype(str)))

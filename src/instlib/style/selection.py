@@ -15,10 +15,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from instlib.data.folder import read_manifest
+from instlib.data.subsets import stains_of
 from instlib.errors import DataError
-
-STAIN = "stain"
 
 
 @dataclass(frozen=True)
@@ -59,16 +57,3 @@ class ImageFilter:
         parts = [f"stain={self.stain}" if self.stain else "", f"names={self.names}" if self.names else "",
                  f"{len(self.only)} listed names" if self.only is not None else ""]
         return ", ".join(p for p in parts if p) or "none"
-
-
-def stains_of(folder: str | Path) -> dict[str, str]:
-    """Image name to stain, from the manifest's ``stain`` column; a clear error when there is none."""
-    folder = Path(folder)
-    if not (folder / "manifest.csv").is_file():
-        raise DataError("has no manifest.csv, so its images have no stain; select them with a name glob "
-                        "(--names) instead", folder)
-    manifest = read_manifest(folder)
-    if STAIN not in manifest.columns:
-        raise DataError(f"has a manifest without a '{STAIN}' column; select its images with a name glob "
-                        "(--names) instead", folder / "manifest.csv")
-    return {str(n): "" if s != s else str(s) for n, s in zip(manifest["name"], manifest[STAIN])}  # NaN: no stain
