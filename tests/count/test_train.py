@@ -201,10 +201,10 @@ def test_determinism_does_not_depend_on_the_global_seed(folders, tmp_path):
 
 
 def test_missing_imagenet_weights_fail_before_any_decoding(folders, tmp_path, monkeypatch):
-    from instlib.count import cv, model
+    from instlib.count import backbone, cv
 
-    monkeypatch.setattr(model, "_weights_cached", lambda name: False)
-    monkeypatch.setattr(model, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(backbone, "_weights_cached", lambda name: False)
+    monkeypatch.setattr(backbone, "_hub_reachable", lambda timeout=3.0: False)
     monkeypatch.setattr(train, "load_bank", lambda *a, **k: pytest.fail("decoded images first"))
     monkeypatch.setattr(cv, "load_bank", lambda *a, **k: pytest.fail("decoded images first"))
     config = tiny_config(model="efficientnet_b0", pretrained=True)
