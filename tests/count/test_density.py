@@ -19,6 +19,7 @@ from instlib.count.predict import blend_window, count_bank, density_maps as pred
 from instlib.count.train import train_run
 from instlib.data.folder import list_samples
 from instlib.errors import InstlibError
+from instlib.runs.figures import density_figure
 
 from .conftest import tiny_config
 
@@ -188,6 +189,9 @@ def test_density_run_end_to_end_and_predict_maps(folders, tmp_path):
         m = tifffile.imread(tmp_path / "maps" / f"{name}.tiff")
         assert m.dtype == np.float32 and m.shape == (96, 112)
         assert np.isclose(m.sum(dtype=np.float64), pred, rtol=1e-5)
+    fig = density_figure(folders["test"], tmp_path / "maps", list(df["name"][:2]))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[2] == f"predicted density: sum {df['pred'][0]:.1f}" and titles[1].startswith("true: ")
 
 
 def test_predict_maps_needs_a_density_model(folders, tmp_path):
