@@ -49,9 +49,9 @@ class PeakParams:
 class PeakGrid:
     """The candidate values searched, each combination once; they span nuclei from a few to ~30 px across."""
 
-    sigmas: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 6.0)
+    sigmas: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
     min_distances: tuple[int, ...] = (2, 3, 5, 7, 10)
-    thresholds: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+    thresholds: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
 def _gray(image) -> np.ndarray:
