@@ -11,12 +11,13 @@ from torch import nn
 from typer.testing import CliRunner
 
 from instlib import cli
-from instlib.count.mix import cutmix, half_area_masks
+from instlib.count import train as train_mod
+from instlib.count.mix import MIXES, cutmix, half_area_masks, pseudo_label
 from instlib.count.model import CountModel, ModelSpec, load_model, save_model
 from instlib.count.pipeline import (ImageBank, box_counts, density_maps, dot_maps, load_bank, make_batch,
                                     scale_intensity)
 from instlib.count.predict import blend_window, count_bank, density_maps as predict_maps, tile_starts
-from instlib.count.train import train_run
+from instlib.count.train import TrainConfig, train_run
 from instlib.data.folder import list_samples
 from instlib.errors import InstlibError
 from instlib.runs.figures import density_figure
@@ -199,3 +200,26 @@ def test_predict_maps_needs_a_density_model(folders, tmp_path):
     result = CliRunner().invoke(cli.app, ["count", "predict", "--model", str(path), "--data", str(folders["test"]),
                                           "--out", str(tmp_path / "p.csv"), "--maps", str(tmp_path / "maps")])
     assert result.exit_code != 0 and "makes no density maps" in str(result.exception or result.output)
+
+
+def test_dacs_pseudo_labels_come_from_the_density_map(folders):
+    bank = load_bank(list_samples(folders["real"]))
+    gen = torch.Generator().manual_seed(0)
+    model = _density_model()
+    model.init_count(3.0)
+    target = make_batch(bank.without_labels(), torch.arange(4), 48, gen)
+    source = make_batch(bank, torch.arange(4, 8), 48, gen, sigma=4.0)
+    pseudo = pseudo_label(model, target.images)
+    assert torch.allclose(pseudo.sum(dim=(1, 2, 3)), model(target.images)[0], rtol=1e-5)
+    loss = MIXES["dacs"].loss(model.train(), source, target, gen, 1.0)
+    assert torch.isfinite(loss) and loss > 0
+
+
+def test_an_epoch_is_a_number_of_crops_whatever_the_number_of_images():
+    config = tiny_config(crops_per_epoch=128, batch_size=8)
+    assert train_mod._steps(10, config) == train_mod._steps(1000, config) == 16
+    passes = tiny_config(crops_per_epoch=0, crops_per_image=2, batch_size=8)
+    assert train_mod._steps(10, passes) == 3 and train_mod._steps(1000, passes) == 250
+    assert TrainConfig().crops_per_epoch > 0  # the default trains by crops, not passes
+    with pytest.raises(InstlibError, match="crops_per_epoch"):
+        tiny_config(crops_per_epoch=-1).validate()
