@@ -23,14 +23,12 @@ from scipy import ndimage
 from skimage.feature import peak_local_max
 from tqdm.auto import tqdm
 
-from instlib.count.cv import COLUMNS, FOLD_SEED
+from instlib.count.cv import COLUMNS, FOLD_SEED, real_folds
 from instlib.count.metrics import score
 from instlib.count.pipeline import ImageBank, load_bank
 from instlib.count.predict import true_counts
 from instlib.data.folder import list_samples
 from instlib.data.maps import center_box
-from instlib.data.splits import stratified_kfold
-from instlib.errors import DataError
 
 SOURCE, MODEL = "classical", "gaussian+local-maxima"
 
@@ -127,12 +125,7 @@ def classical_cv(real_dir: str | Path, folds: int = 5, seed: int = FOLD_SEED, *,
     The folds are :func:`instlib.count.cv.cross_validate`'s for the same ``folds`` and ``seed``
     (``FOLD_SEED`` there), so the rows sit beside the deep models' in one table.
     """
-    real_dir = Path(real_dir)
-    real = load_bank(list_samples(real_dir), progress=progress, desc="decode real")
-    try:
-        splits = stratified_kfold(real.counts().numpy(), n_folds=folds, seed=seed)
-    except ValueError as exc:
-        raise DataError(str(exc), real_dir) from exc
+    real, splits = real_folds(Path(real_dir), folds, seed, progress=progress)
     rows = []
     for k, (train_idx, test_idx) in enumerate(splits):
         tic = time.perf_counter()

@@ -77,6 +77,16 @@ def fold_data(real: ImageBank, split: tuple, source: ImageBank | None, mix: str,
     return RunData(train=source, val=val, test=test, finetune=fit, mix_with=target)
 
 
+def real_folds(real_dir: Path, folds: int, seed: int = FOLD_SEED, progress: bool = False
+               ) -> tuple[ImageBank, list[tuple]]:
+    """The decoded real folder and its count-stratified ``(train_idx, test_idx)`` folds."""
+    real = load_bank(list_samples(real_dir), progress=progress, desc="decode real")
+    try:
+        return real, stratified_kfold(real.counts().numpy(), n_folds=folds, seed=seed)
+    except ValueError as exc:
+        raise DataError(str(exc), real_dir) from exc
+
+
 def _results(out: Path) -> pd.DataFrame:
     rows = [read_json(p) for p in sorted((out / "runs").glob(f"*/{RESULT_FILE}"))]
     df = pd.DataFrame([r for r in rows if r], columns=list(COLUMNS))
@@ -136,11 +146,7 @@ def cross_validate(real_dir: str | Path, out: str | Path, config: TrainConfig, *
     check_backbone(config.model, config.pretrained)
     out = Path(out)
     real_dir = Path(real_dir)
-    real = load_bank(list_samples(real_dir), progress=progress, desc="decode real")
-    try:
-        splits = stratified_kfold(real.counts().numpy(), n_folds=folds, seed=FOLD_SEED)
-    except ValueError as exc:
-        raise DataError(str(exc), real_dir) from exc
+    real, splits = real_folds(real_dir, folds, progress=progress)
     _claim(out, {"real": str(real_dir.resolve()), "folds": folds, "fold_seed": FOLD_SEED,
                  "config": {k: v for k, v in asdict(config).items() if k not in ("seed", "mix")}})
     jobs = take_shard(grid(list(sources), list(mixes), folds, list(seeds)), shard)
