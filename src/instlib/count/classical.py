@@ -77,7 +77,7 @@ def fit(bank: ImageBank, grid: PeakGrid = PeakGrid(), progress: bool = False) ->
             for d in grid.min_distances:
                 # Maxima above a higher threshold are those above the lowest whose value clears it
                 # (suppression within min_distance keeps the brighter peak): find once, filter per threshold.
-                values = smooth[tuple(_peaks(smooth, d, 0.0).T)]
+                values = smooth[tuple(_peaks(smooth, d, min(grid.thresholds)).T)]
                 for t in grid.thresholds:
                     found[row[sigma, d, t], i] = np.count_nonzero(values > max(smooth.min(), t * smooth.max()))
     mae = np.abs(found - true).mean(axis=1)

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from instlib.count.model import CountModel, load_model
+from instlib.count.model import CountModel, ModelSpec, load_model
 from instlib.count.pipeline import (ImageBank, box_counts, center_crops, crop_images, image_tiles, load_bank,
                                     scale_intensity)
 from instlib.count.runtime import as_input, autocast, pick_device
@@ -80,8 +80,16 @@ def _blended_counts(model: CountModel, bank: ImageBank, batch_size: int, device:
     return np.array([m.sum(dtype=np.float64) for m in maps])
 
 
-# How each head counts a whole image.
-WHOLE_IMAGE: dict[str, Callable[..., np.ndarray]] = {"regression": _tiled_counts, "density": _blended_counts}
+# How each head counts a whole image, and how that reads in a run's metrics.
+WHOLE_IMAGE: dict[str, tuple[Callable[..., np.ndarray], str]] = {
+    "regression": (_tiled_counts, "sum of the counts of {s}x{s} tiles"),
+    "density": (_blended_counts, "sum of the density map from overlapping {s}x{s} tiles, blended"),
+}
+
+
+def whole_image_evaluation(spec: ModelSpec) -> str:
+    """How a model of ``spec`` counts whole images, in words."""
+    return "whole images: " + WHOLE_IMAGE[spec.head][1].format(s=spec.crop_size)
 
 
 def count_bank(model: CountModel, bank: ImageBank, *, batch_size: int = 32, device: torch.device | None = None,
@@ -89,7 +97,7 @@ def count_bank(model: CountModel, bank: ImageBank, *, batch_size: int = 32, devi
                ) -> tuple[np.ndarray, np.ndarray]:
     """``(whole-image counts, centre-crop counts)`` for every image of ``bank``."""
     device = device or next(model.parameters()).device
-    whole = WHOLE_IMAGE[model.spec.head](model, bank, batch_size, device, amp, channels_last, progress)
+    whole = WHOLE_IMAGE[model.spec.head][0](model, bank, batch_size, device, amp, channels_last, progress)
     return whole, center_counts(model, bank, batch_size=batch_size, device=device, amp=amp,
                                 channels_last=channels_last, progress=progress)
 

@@ -34,7 +34,8 @@ from instlib.count.mix import get_mix
 from instlib.count.model import HEADS, NORMS, CountModel, ModelSpec, check_backbone, save_model
 from instlib.count.pipeline import (ImageBank, Jitter, channel_stats, concat_banks, epoch_indices, load_bank,
                                     make_batch, scale_intensity, steps_per_epoch)
-from instlib.count.predict import MODEL_FILE, check_channels, count_bank, folder_samples, true_counts
+from instlib.count.predict import (MODEL_FILE, check_channels, count_bank, folder_samples, true_counts,
+                                  whole_image_evaluation)
 from instlib.count.runtime import as_input, autocast, pick_device, seed_everything
 from instlib.data.atomic import atomic_open, atomic_path
 from instlib.data.folder import Sample, list_samples
@@ -439,7 +440,7 @@ def run(data: RunData, out: str | Path, config: TrainConfig, *, progress: bool =
     selected = {h["stage"]: h["epoch"] for h in history if h.get("selected")}  # 0 = kept the starting weights
     metrics = {
         **score(true, pred),
-        "evaluation": f"whole images: sum of the counts of {config.crop_size}x{config.crop_size} tiles",
+        "evaluation": whole_image_evaluation(model.spec),
         "center": {**score(true_center, pred_center),
                    "evaluation": f"centre {config.crop_size}x{config.crop_size} crop (the reference's protocol)"},
         "selected_epochs": selected,
