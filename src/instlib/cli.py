@@ -250,7 +250,7 @@ ModelOpt = Annotated[Optional[str], typer.Option("--model", help="timm backbone 
 PretrainedOpt = Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="Start from ImageNet weights (cached, or downloaded when online) (default: pretrained).")]
 EpochsOpt = Annotated[Optional[int], typer.Option(help="Epochs of pre-training (of training when there is no fine-tuning) (default: 50).")]
 FinetuneEpochsOpt = Annotated[Optional[int], typer.Option(help="Epochs of fine-tuning on the real images (default: 50).")]
-LrOpt = Annotated[Optional[float], typer.Option(help="Adam learning rate (default: 1e-4).")]
+LrOpt = Annotated[Optional[float], typer.Option(help="Adam learning rate (default: 1e-4 for --head regression, 1e-3 for density).")]
 BatchOpt = Annotated[Optional[int], typer.Option(help="Crops per training batch (default: 8).")]
 CropOpt = Annotated[Optional[int], typer.Option(help="Crop (and tile) size in pixels (default: 200).")]
 NormOpt = Annotated[Optional[str], typer.Option(help="Normalisation: data (real training images), idcia (0.0414/0.0203), imagenet (default: data).")]

@@ -52,6 +52,10 @@ SCHEDULES: dict[str, Callable[[float], float]] = {
     "constant": lambda t: 1.0,
 }
 
+# Default learning rate per head: the paper's 1e-4 for the regressor; the density counter's decoder
+# (and its encoder, when trained from scratch) starts from random weights and needs 1e-3.
+HEAD_LR: dict[str, float] = {"regression": 1e-4, "density": 1e-3}
+
 
 @dataclass
 class TrainConfig:
@@ -61,7 +65,7 @@ class TrainConfig:
     pretrained: bool = True  # ImageNet weights (needs them cached or internet access)
     epochs: int = 50  # of the first stage (pre-training, or training when there is no fine-tuning)
     finetune_epochs: int = 50
-    lr: float = 1e-4
+    lr: float | None = None  # Adam's; None: the head's default (HEAD_LR)
     weight_decay: float = 1e-5
     batch_size: int = 8
     crop_size: int = 200
@@ -327,7 +331,8 @@ def _fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, devic
     for s, stage in enumerate(_stages(data, config)):
         if ckpt and s < ckpt["stage"]:
             continue
-        opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        lr = config.lr or HEAD_LR[config.head]
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
         steps = _steps(len(stage.bank), config)
         best, best_mae, best_epoch, start = None, math.inf, 0, 0
         if ckpt and s == ckpt["stage"]:
@@ -352,7 +357,7 @@ def _fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, devic
             for i, (si, ti) in enumerate(zip(src_idx, tgt_idx)):
                 t = (epoch * steps + i) / (stage.epochs * steps)
                 for group in opt.param_groups:
-                    group["lr"] = config.lr * SCHEDULES[config.schedule](t)
+                    group["lr"] = lr * SCHEDULES[config.schedule](t)
                 source = make_batch(stage.bank, si, config.crop_size, gen, device=device,
                                     zero_keep=config.zero_keep, jitter=jitter, sigma=sigma)
                 source.images = as_input(source.images, config.channels_last)
