@@ -11,6 +11,8 @@ report images/s through data pipeline + forward + backward + step.
   default (NCHW) memory format, as in plain PyTorch code.
 - instlib: images decoded once into memory, vectorised crop counts from the points, batched flips,
   rotations and colour jitter on tensors, channels-last input (instlib's default); batch 8.
+- instlib density: the same pipeline with Gaussian density targets (sigma 4) training the density
+  head (the same backbone as encoder, U-Net decoder to stride 2): the price of the dense head.
 
 On a GPU it also reports instlib's images/s with bf16 autocast and with channels-last.
 
@@ -95,7 +97,7 @@ def reference_steps(model, loader_iter, opt, n_steps: int, device, channels_last
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         # The reference normalises in its transforms: bypass instlib's in-model normalisation.
-        count = model.head(model.backbone(x).mean(dim=(2, 3))).squeeze(1)
+        count = model.net.head(model.net.backbone(x).mean(dim=(2, 3))).squeeze(1)
         loss = torch.nn.functional.mse_loss(count, y.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -109,8 +111,9 @@ def reference_steps(model, loader_iter, opt, n_steps: int, device, channels_last
 def instlib_steps(model, bank, opt, n_steps: int, batch: int, size: int, gen, device, channels_last: bool,
                   amp: bool) -> int:
     images = 0
+    sigma = model.spec.sigma if model.spec.head == "density" else None  # as instlib.count.train chooses
     for idx in epoch_indices(len(bank), batch, gen, steps=n_steps):
-        b = make_batch(bank, idx, size, gen, device=device, zero_keep=0.25, jitter=Jitter())
+        b = make_batch(bank, idx, size, gen, device=device, zero_keep=0.25, jitter=Jitter(), sigma=sigma)
         with autocast(device, amp):
             loss = model.loss(as_input(b.images, channels_last), b.maps)  # the step of instlib.count.train
         opt.zero_grad(set_to_none=True)
@@ -122,9 +125,11 @@ def instlib_steps(model, bank, opt, n_steps: int, batch: int, size: int, gen, de
     return images
 
 
-def _model(name: str, size: int, device, channels_last: bool) -> tuple[CountModel, torch.optim.Optimizer]:
+def _model(name: str, size: int, device, channels_last: bool, head: str = "regression"
+           ) -> tuple[CountModel, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    model = CountModel(ModelSpec(backbone=name, crop_size=size, mean=NORMS["idcia"][0], std=NORMS["idcia"][1]))
+    model = CountModel(ModelSpec(backbone=name, crop_size=size, mean=NORMS["idcia"][0], std=NORMS["idcia"][1],
+                                 head=head))
     model = model.to(device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -168,27 +173,34 @@ def main() -> None:
         gen = torch.Generator().manual_seed(0)
         ref_model, ref_opt = _model(args.model, args.crop, device, channels_last=False)
         our_model, our_opt = _model(args.model, args.crop, device, channels_last=True)
+        dens_model, dens_opt = _model(args.model, args.crop, device, channels_last=True, head="density")
         # Warm-up: allocator, kernel selection.
         reference_steps(ref_model, ref_iter, ref_opt, 2, device)
         instlib_steps(our_model, bank, our_opt, 2, args.batch, args.crop, gen, device, True, False)
+        instlib_steps(dens_model, bank, dens_opt, 2, args.batch, args.crop, gen, device, True, False)
 
-        ref, ours = [], []
+        ref, ours, dens = [], [], []
         for r in range(args.rounds):
             ref.append(timed(lambda: reference_steps(ref_model, ref_iter, ref_opt, args.steps, device)))
             ours.append(timed(lambda: instlib_steps(our_model, bank, our_opt, args.steps, args.batch, args.crop,
                                                     gen, device, True, False)))
-            print(f"round {r + 1}: reference {ref[-1]:.1f} img/s, instlib {ours[-1]:.1f} img/s")
+            dens.append(timed(lambda: instlib_steps(dens_model, bank, dens_opt, args.steps, args.batch, args.crop,
+                                                    gen, device, True, False)))
+            print(f"round {r + 1}: reference {ref[-1]:.1f} img/s, instlib {ours[-1]:.1f} img/s, "
+                  f"instlib density {dens[-1]:.1f} img/s")
 
         # Where the time goes: the data pipelines alone.
         data_ref = timed(lambda: sum(len(next(ref_iter)[0]) for _ in range(args.steps)))
         data_ours = timed(lambda: sum(len(make_batch(bank, idx, args.crop, gen, device=device, zero_keep=0.25).images)
                                       for idx in epoch_indices(len(bank), args.batch, gen, steps=args.steps)))
 
-        r_med, o_med = statistics.median(ref), statistics.median(ours)
+        r_med, o_med, d_med = statistics.median(ref), statistics.median(ours), statistics.median(dens)
         print(f"\n{args.model}, {args.crop} x {args.crop} crops, batch {args.batch}, {device}, "
               f"{torch.get_num_threads()} threads")
         print(f"training throughput  reference {r_med:7.1f} img/s   instlib {o_med:7.1f} img/s   "
               f"ratio {o_med / r_med:.2f}x")
+        print(f"density head         regression {o_med:7.1f} img/s   density {d_med:7.1f} img/s   "
+              f"ratio {d_med / o_med:.2f}x")
         print(f"data pipeline alone  reference {data_ref:7.1f} img/s   instlib {data_ours:7.1f} img/s   "
               f"ratio {data_ours / data_ref:.1f}x")
         print(f"instlib decodes the {args.images} images once up front: {decode_s:.2f} s")

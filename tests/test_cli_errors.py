@@ -53,6 +53,7 @@ INVALID = {
     ("count", "train"): ["--train", "{real}", "--test", "{real}", "--out", "{tmp}/o", "--epochs", "0"],
     ("count", "predict"): ["--model", "{tmp}/missing", "--data", "{real}", "--out", "{tmp}/p.csv"],
     ("count", "cv"): ["--real", "{real}", "--out", "{tmp}/o", "--folds", "1", "--no-pretrained"],
+    ("count", "classical"): ["--train", "{real}", "--test", "{tmp}/missing"],
     ("reproduce",): ["--profile", "no-such-profile"],
 }
 

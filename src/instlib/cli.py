@@ -292,18 +292,22 @@ def style_fidelity(
 # Training options shared by 'count train' and 'count cv'; None keeps the recipe's value (TrainConfig's default).
 RecipeOpt = Annotated[Optional[str], typer.Option(help="Training recipe: authors (the authors' code: dropout and drop-path 0.2, no weight decay, StepLR(10, 0.1), 25 epochs, IDCIA normalisation) or instlib (default: instlib).")]
 SplitOpt = Annotated[Optional[str], typer.Option(help="stratified (count-stratified folds and validation images) or official (the real folder's manifest column 'split': train/val/test) (default: stratified).")]
-DensityOpt = Annotated[Optional[bool], typer.Option("--density/--no-density", help="The density head and its loss, in every run alike (dacs needs it) (default: the recipe's: instlib on, authors off).")]
+DensityOpt = Annotated[Optional[bool], typer.Option("--density/--no-density", help="Regression head only: add the 1x1 density helper and its loss, in every run alike (dacs with --head regression needs it) (default: off).")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="timm backbone (default: efficientnet_b0; test_efficientnet for quick runs).")]
 PretrainedOpt = Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="Start from ImageNet weights (cached, or downloaded when online) (default: pretrained).")]
 EpochsOpt = Annotated[Optional[int], typer.Option(help="Epochs of pre-training (of training when there is no fine-tuning) (default: the recipe's, 50 or 25).")]
 FinetuneEpochsOpt = Annotated[Optional[int], typer.Option(help="Epochs of fine-tuning on the real images (default: the recipe's, 50 or 25).")]
-LrOpt = Annotated[Optional[float], typer.Option(help="Adam learning rate (default: 1e-4).")]
+LrOpt = Annotated[Optional[float], typer.Option(help="Adam learning rate (default: the recipe's, 1e-3 for instlib, 1e-4 for authors).")]
 BatchOpt = Annotated[Optional[int], typer.Option(help="Crops per training batch (default: 8).")]
 CropOpt = Annotated[Optional[int], typer.Option(help="Crop (and tile) size in pixels (default: 200).")]
 NormOpt = Annotated[Optional[str], typer.Option(help="Normalisation: data (real training images), idcia (0.0414/0.0203), imagenet (default: the recipe's).")]
 MaxStepsOpt = Annotated[Optional[int], typer.Option(help="Cap on steps per epoch (quick runs).")]
 MaxImagesOpt = Annotated[Optional[int], typer.Option(help="Use at most this many images of the training folders.")]
-CropsPerImageOpt = Annotated[Optional[int], typer.Option(help="Random crops per image and epoch (default: 1).")]
+CropsPerImageOpt = Annotated[Optional[int], typer.Option(help="Random crops per image and epoch when --crops-per-epoch is 0 (default: 1).")]
+CropsPerEpochOpt = Annotated[Optional[int], typer.Option(help="Random crops per epoch, whatever the number of images; 0: passes over the images (default: the recipe's, 128 for instlib, 0 for authors).")]
+HeadOpt = Annotated[Optional[str], typer.Option(help="Counting head: regression (the paper's pooled count) or density (U-Net density map) (default: the recipe's, density for instlib, regression for authors).")]
+SigmaOpt = Annotated[Optional[float], typer.Option(help="Density head: std in pixels of the Gaussian target around each point (default: 4).")]
+IntensityOpt = Annotated[Optional[float], typer.Option(help="Scale each image so this percentile of its pixels is 255, e.g. 99.9 (default: off).")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ...; default: the GPU when there is one.")]
 
 
@@ -331,8 +335,9 @@ def count_train(
     finetune_epochs: FinetuneEpochsOpt = None, lr: LrOpt = None, batch_size: BatchOpt = None,
     crop_size: CropOpt = None, seed: Annotated[Optional[int], typer.Option(help="Random seed (default: 42).")] = None,
     norm: NormOpt = None, max_steps: MaxStepsOpt = None, max_images: MaxImagesOpt = None,
-    crops_per_image: CropsPerImageOpt = None, device: DeviceOpt = None, recipe: RecipeOpt = None,
-    split: SplitOpt = None, density: DensityOpt = None,
+    crops_per_image: CropsPerImageOpt = None, crops_per_epoch: CropsPerEpochOpt = None, head: HeadOpt = None,
+    sigma: SigmaOpt = None, intensity_percentile: IntensityOpt = None, device: DeviceOpt = None,
+    recipe: RecipeOpt = None, split: SplitOpt = None, density: DensityOpt = None,
 ) -> None:
     """Pre-train on --train, fine-tune on --finetune, select by validation MAE, test on --test.
 
@@ -343,7 +348,8 @@ def count_train(
     config = _count_config(model=model, pretrained=pretrained, epochs=epochs, finetune_epochs=finetune_epochs,
                            lr=lr, batch_size=batch_size, crop_size=crop_size, seed=seed, mix=mix, norm=norm,
                            max_steps=max_steps, max_images=max_images, crops_per_image=crops_per_image,
-                           recipe=recipe, split=split, density=density)
+                           crops_per_epoch=crops_per_epoch, head=head, sigma=sigma,
+                           intensity_percentile=intensity_percentile, recipe=recipe, split=split, density=density)
     metrics = train_run(train, test, out, config, finetune_dir=finetune, mix_with=mix_with, device=device)
     typer.echo(f"{out}: {_count_summary(metrics)}; {metrics['excluded']} training images drawn from test images "
                f"left out; kept epochs {metrics['selected_epochs']}")
@@ -354,16 +360,38 @@ def count_predict(
     model: Annotated[Path, typer.Option(help="Run folder of 'instlib count train', or its model.safetensors.")],
     data: Annotated[Path, typer.Option(help="Folder with images/ (points/ optional: then true counts are added).")],
     out: Annotated[Path, typer.Option(help="CSV to write: name, pred, pred_center[, true, true_center].")],
+    maps: Annotated[Optional[Path], typer.Option(help="Folder to write each image's density map to, as <name>.tiff (float32, sum = count; density models only).")] = None,
     device: DeviceOpt = None,
 ) -> None:
     """Count the cells of every image of a folder (whole image by tiling, and centre crop)."""
     from instlib.count import predict
     from instlib.data.atomic import atomic_open
 
-    df = predict(model, data, device=device, progress=True)
+    df = predict(model, data, device=device, maps_dir=maps, progress=True)
     with atomic_open(out, "w", newline="") as fh:
         df.to_csv(fh, index=False)
     typer.echo(f"{out}: {len(df)} images, {df['pred'].sum():.0f} cells in all")
+
+
+@count_app.command("classical")
+def count_classical(
+    train: Annotated[list[Path], typer.Option("--train", help="Labelled folder to fit the parameters on; repeat for several.")],
+    test: Annotated[Path, typer.Option(help="Labelled folder to count and score.")],
+    out: Annotated[Optional[Path], typer.Option(help="CSV to write: name, true, pred, true_center, pred_center.")] = None,
+    crop_size: Annotated[int, typer.Option(help="Size of the centred box scored as the reference does.")] = 200,
+) -> None:
+    """Baseline without learning: Gaussian smoothing + local maxima, 3 parameters grid-searched on --train by MAE."""
+    from instlib.count.classical import classical_run
+    from instlib.data.atomic import atomic_open
+
+    predictions, m = classical_run(train, test, crop_size=crop_size)
+    if out is not None:
+        with atomic_open(out, "w", newline="") as fh:
+            predictions.to_csv(fh, index=False)
+    p = m["params"]
+    typer.echo(f"{out or test}: MAE {m['mae']:.2f}, RMSE {m['rmse']:.2f}, ACP {m['acp']:.1f}% on {m['n']} test images "
+               f"(fitted on {m['n_train']}: sigma {p['sigma']}, min distance {p['min_distance']}, "
+               f"threshold {p['threshold']}; training MAE {m['train_mae']:.2f})")
 
 
 def _sources(items: list[str], real: bool) -> dict[str, list[Path]]:
@@ -390,7 +418,9 @@ def count_cv(
     model: ModelOpt = None, pretrained: PretrainedOpt = None, epochs: EpochsOpt = None,
     finetune_epochs: FinetuneEpochsOpt = None, lr: LrOpt = None, batch_size: BatchOpt = None,
     crop_size: CropOpt = None, norm: NormOpt = None, max_steps: MaxStepsOpt = None,
-    max_images: MaxImagesOpt = None, crops_per_image: CropsPerImageOpt = None, device: DeviceOpt = None,
+    max_images: MaxImagesOpt = None, crops_per_image: CropsPerImageOpt = None,
+    crops_per_epoch: CropsPerEpochOpt = None, head: HeadOpt = None, sigma: SigmaOpt = None,
+    intensity_percentile: IntensityOpt = None, device: DeviceOpt = None,
     recipe: RecipeOpt = None, split: SplitOpt = None, density: DensityOpt = None,
 ) -> None:
     """Cross-validate sources x mixing x folds x seeds; one row per run in OUT/results.csv, means in summary.csv.
@@ -402,8 +432,9 @@ def count_cv(
 
     config = _count_config(model=model, pretrained=pretrained, epochs=epochs, finetune_epochs=finetune_epochs,
                            lr=lr, batch_size=batch_size, crop_size=crop_size, norm=norm, max_steps=max_steps,
-                           max_images=max_images, crops_per_image=crops_per_image, recipe=recipe, split=split,
-                           density=density)
+                           max_images=max_images, crops_per_image=crops_per_image, crops_per_epoch=crops_per_epoch,
+                           head=head, sigma=sigma, intensity_percentile=intensity_percentile, recipe=recipe,
+                           split=split, density=density)
     results = cross_validate(real, out, config, sources=_sources(pretrain_on or [], real_baseline),
                              mixes=tuple(mix or ["none"]), seeds=tuple(seed or [42]), folds=folds,
                              shard=_shard(shard), device=device)

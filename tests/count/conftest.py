@@ -23,7 +23,7 @@ torch.set_num_threads(1)
 def tiny_config(**overrides) -> TrainConfig:
     """A configuration that trains in seconds on a CPU."""
     base = dict(model="test_efficientnet", pretrained=False, epochs=2, finetune_epochs=1, crop_size=48,
-                batch_size=8, lr=1e-3, eval_batch_size=64)
+                batch_size=8, lr=1e-3, eval_batch_size=64, crops_per_epoch=24)
     return TrainConfig(**{**base, **overrides})
 
 

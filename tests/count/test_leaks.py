@@ -82,16 +82,18 @@ def test_every_variant_of_a_grid_with_dacs_fine_tunes_with_the_same_loss(grid):
     out, results = grid
     for _, r in results.iterrows():
         model = load_model(out / "runs" / f"{r['source']}-{r['mix']}-fold{r['fold']}-seed42" / "model.safetensors")
-        assert model.spec.density, (r["source"], r["mix"])
+        assert model.spec.has_density and model.spec.head == "density", (r["source"], r["mix"])
 
 
 def test_the_mix_never_switches_the_density_loss_on(folders, tmp_path):
-    for config in (tiny_config(mix="dacs", density=False, **QUICK), tiny_config(recipe="authors", mix="dacs", **QUICK)):
+    for config in (tiny_config(head="regression", mix="dacs", density=False, **QUICK),
+                   tiny_config(recipe="authors", mix="dacs", **QUICK)):
         with pytest.raises(InstlibError, match="density=True"):
             train_run([folders["syn"]], folders["test"], tmp_path / "a", config, finetune_dir=folders["real"],
                       mix_with=folders["real"], progress=False)
     with pytest.raises(InstlibError, match="density=True"):
-        cross_validate(folders["real"], tmp_path / "cv", tiny_config(density=False), mixes=("none", "dacs"),
+        cross_validate(folders["real"], tmp_path / "cv", tiny_config(head="regression", density=False),
+                       mixes=("none", "dacs"),
                        progress=False)
 
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from instlib.count import backbone as backbone_mod
 from instlib.count import model as model_mod
-from instlib.count.model import (CountModel, ModelSpec, grid_to_pixels, load_model, pool_to_grid, read_spec,
-                                 save_model)
+from instlib.count.grid import grid_to_pixels, pool_to_grid
+from instlib.count.model import CountModel, ModelSpec, load_model, read_spec, save_model
 from instlib.errors import InstlibError
 
 
@@ -83,8 +84,8 @@ def test_files_that_are_not_counting_models(tmp_path):
 
 
 def test_pretrained_offline_fails_at_once(monkeypatch):
-    monkeypatch.setattr(model_mod, "_weights_cached", lambda name: False)
-    monkeypatch.setattr(model_mod, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(backbone_mod, "_weights_cached", lambda name: False)
+    monkeypatch.setattr(backbone_mod, "_hub_reachable", lambda timeout=3.0: False)
     tic = time.perf_counter()
     with pytest.raises(InstlibError, match="not in the local cache.*--no-pretrained"):
         CountModel(ModelSpec(backbone="efficientnet_b0"), pretrained=True)
@@ -93,7 +94,7 @@ def test_pretrained_offline_fails_at_once(monkeypatch):
 
 def test_hub_offline_setting_is_respected(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert model_mod._hub_reachable() is False
+    assert backbone_mod._hub_reachable() is False
 
 
 def test_unknown_backbone():
@@ -108,4 +109,4 @@ def test_loss_uses_the_map_sums():
     maps[:, 0, 10, 10] = torch.tensor([1.0, 2.0, 3.0, 4.0])
     loss = m.loss(x, maps)
     loss.backward()
-    assert torch.isfinite(loss) and m.head.weight.grad is not None and m.density_head.weight.grad is not None
+    assert torch.isfinite(loss) and m.net.head.weight.grad is not None and m.net.density_head.weight.grad is not None

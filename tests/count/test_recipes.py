@@ -34,14 +34,15 @@ def test_the_authors_recipe_lands(data):
     assert (config.epochs, config.finetune_epochs, config.batch_size, config.crop_size) == (25, 25, 8, 200)
     model = train._build_model(data, config)
 
-    assert model.dropout.p == 0.2
+    assert model.spec.head == "regression" and model.net.dropout.p == 0.2
     rates = _drop_path_rates(model)
     # timm scales stochastic depth linearly over the blocks, from 0 towards 0.2, as torchvision does.
     assert rates and rates == sorted(rates) and 0 < max(rates) < 0.2
     assert model.spec.mean == (0.0414,) * 3 and model.spec.std == (0.0203,) * 3
-    assert model.density_head is None  # their model regresses the count only
+    assert model.net.density_head is None  # their model regresses the count only
     # Default head init: the bias stays within nn.Linear's +-1/sqrt(fan_in), not at the mean count.
-    assert abs(float(model.head.bias.detach())) <= 1 / math.sqrt(model.head.in_features)
+    assert abs(float(model.net.head.bias.detach())) <= 1 / math.sqrt(model.net.head.in_features)
+    assert config.crops_per_epoch == 0  # an epoch is a pass over the images
 
     (group,) = make_optimizer(model, config).param_groups
     assert isinstance(make_optimizer(model, config), torch.optim.Adam)
@@ -51,11 +52,15 @@ def test_the_authors_recipe_lands(data):
 def test_the_instlib_recipe_lands(data):
     config = TrainConfig(recipe="instlib", model="test_efficientnet", pretrained=False, crop_size=48)
     model = train._build_model(data, config)
-    assert model.dropout.p == 0.0 and not _drop_path_rates(model)
-    assert model.density_head is not None
-    assert float(model.head.bias.detach()) == pytest.approx(train._mean_crop_count(data.train, 48))
+    assert model.spec.head == "density" and not _drop_path_rates(model)
     assert model.spec.mean != (0.0414,) * 3  # the real images' own statistics
-    assert make_optimizer(model, config).param_groups[0]["weight_decay"] == 1e-5
+    (group,) = make_optimizer(model, config).param_groups
+    assert group["lr"] == 1e-3 and group["weight_decay"] == 1e-5
+    assert config.crops_per_epoch == 128
+    # The paper's regressor under this recipe starts its bias at the mean crop count.
+    regressor = train._build_model(data, with_overrides(config, head="regression"))
+    assert regressor.net.dropout.p == 0.0 and regressor.net.density_head is None
+    assert float(regressor.net.head.bias.detach()) == pytest.approx(train._mean_crop_count(data.train, 48))
 
 
 def test_steplr10_is_torchs_step_lr_stepped_per_epoch():
@@ -78,8 +83,8 @@ def test_the_schedule_lands_in_training(folders, tmp_path):
 def test_overrides_and_switching_recipes():
     assert with_overrides(TrainConfig(), recipe="authors") == TrainConfig(recipe="authors")
     # A setting given explicitly survives the switch; the rest follow the new recipe.
-    mine = with_overrides(TrainConfig(lr=1e-3), recipe="authors")
-    assert mine.lr == 1e-3 and mine.schedule == "steplr10" and mine.weight_decay == 0.0
+    mine = with_overrides(TrainConfig(lr=5e-4), recipe="authors")
+    assert mine.lr == 5e-4 and mine.head == "regression" and mine.schedule == "steplr10" and mine.weight_decay == 0.0
     assert with_overrides(TrainConfig(recipe="authors"), recipe="instlib") == TrainConfig()
     assert set(RECIPES) == {"authors", "instlib"}
     with pytest.raises(InstlibError, match="unknown recipe"):

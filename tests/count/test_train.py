@@ -22,7 +22,7 @@ from .conftest import tiny_config
 
 
 def test_end_to_end_beats_predicting_the_training_mean(folders, tmp_path):
-    config = tiny_config(epochs=8, finetune_epochs=8, crops_per_image=4, seed=0)
+    config = tiny_config(epochs=16, finetune_epochs=16, crops_per_epoch=80, seed=0)
     out = tmp_path / "run"
     metrics = train_run([folders["syn"]], folders["test"], out, config, finetune_dir=folders["real"], progress=False)
 
@@ -39,7 +39,7 @@ def test_end_to_end_beats_predicting_the_training_mean(folders, tmp_path):
     assert {"name", "true", "pred", "pred_center", "true_center"} <= set(preds.columns)
     history = pd.read_csv(out / "history.csv")
     assert {"stage", "epoch", "train_loss", "val_mae"} <= set(history.columns)
-    assert list(history.groupby("stage", sort=False).size()) == [9, 9]  # epoch 0 (start) + 8 each
+    assert list(history.groupby("stage", sort=False).size()) == [17, 17]  # epoch 0 (start) + 16 each
     assert history["selected"].sum() == 2
     assert not (out / "checkpoint.pt").exists()
     model = load_model(out / "model.safetensors")
@@ -143,7 +143,7 @@ def test_dacs_never_reads_real_labels(folders, garbage_points_copy, tmp_path, mo
                         mix_with=garbage_points_copy, progress=False)
     assert np.isfinite(metrics["mae"])
     assert read and not [p for p in read if garbage_points_copy in p.parents]
-    assert load_model(tmp_path / "dacs" / "model.safetensors").spec.density
+    assert load_model(tmp_path / "dacs" / "model.safetensors").spec.has_density
     # cutmix is supervised: it must read them, and says which file is bad.
     with pytest.raises(DataError, match="expected columns 'X' and 'Y'"):
         train_run([folders["syn"]], folders["test"], tmp_path / "cutmix", tiny_config(mix="cutmix"),
@@ -201,10 +201,10 @@ def test_determinism_does_not_depend_on_the_global_seed(folders, tmp_path):
 
 
 def test_missing_imagenet_weights_fail_before_any_decoding(folders, tmp_path, monkeypatch):
-    from instlib.count import cv, model
+    from instlib.count import backbone, cv
 
-    monkeypatch.setattr(model, "_weights_cached", lambda name: False)
-    monkeypatch.setattr(model, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(backbone, "_weights_cached", lambda name: False)
+    monkeypatch.setattr(backbone, "_hub_reachable", lambda timeout=3.0: False)
     monkeypatch.setattr(train, "load_bank", lambda *a, **k: pytest.fail("decoded images first"))
     monkeypatch.setattr(cv, "load_bank", lambda *a, **k: pytest.fail("decoded images first"))
     config = tiny_config(model="efficientnet_b0", pretrained=True)

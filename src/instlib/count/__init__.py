@@ -1,12 +1,15 @@
-"""Cell counting: a timm backbone (EfficientNet-B0 by default) regressing the number of cells in a crop.
+"""Cell counting: the paper's count regressor (EfficientNet-B0 by default) or a density-map counter.
 
-- :mod:`~instlib.count.model`: backbone + count head (+ density head), safetensors files with metadata
+- :mod:`~instlib.count.model`: the heads (``regression``, ``density``), safetensors files with metadata
+- :mod:`~instlib.count.decoder`: the density counter's U-Net decoder on a ``timm`` encoder
+- :mod:`~instlib.count.backbone`, :mod:`~instlib.count.grid`: timm backbones; sum-preserving grid pooling
 - :mod:`~instlib.count.pipeline`: in-memory images, vectorised crops and counts, batched augmentation
 - :mod:`~instlib.count.mix`: CutMix (the authors') and DACS with pseudo-labels, by name
 - :mod:`~instlib.count.metrics`: MAE, RMSE, ACP
 - :mod:`~instlib.count.recipes`: training recipes by name (the authors', this project's) and LR schedules
 - :mod:`~instlib.count.train`: one run (pre-train, fine-tune, select by validation MAE, test, resume)
-- :mod:`~instlib.count.predict`: whole-image counts by tiling, centre-crop counts
+- :mod:`~instlib.count.predict`: whole-image counts by tiling, blended density maps, centre-crop counts
+- :mod:`~instlib.count.classical`: Gaussian smoothing + local maxima, fitted on the training images
 - :mod:`~instlib.count.cv`: stratified k-fold cross-validation over sources x mixing x seeds
 """
 

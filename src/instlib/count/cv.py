@@ -46,8 +46,8 @@ FOLD_SEED = 42
 REAL = "real"
 CV_FILE, RESULTS_FILE, SUMMARY_FILE, RESULT_FILE = "cv.json", "results.csv", "summary.csv", "result.json"
 METRICS = ("mae", "rmse", "acp", "mae_center", "rmse_center", "acp_center")
-COLUMNS = ("source", "mix", "fold", "seed", *METRICS, "n_test", "epochs", "finetune_epochs", "model", "wall_s",
-           "excluded", "pretrain_epoch", "final_epoch", "recipe", "split")
+COLUMNS = ("source", "mix", "fold", "seed", *METRICS, "n_test", "epochs", "finetune_epochs", "model", "head",
+           "wall_s", "excluded", "pretrain_epoch", "final_epoch", "recipe", "split")
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,13 @@ def _fit_val(real: ImageBank, real_dir: Path, train_idx: np.ndarray, config: Tra
     return train_idx[fit_idx], train_idx[val_idx]
 
 
+def real_folds(real_dir: Path, folds: int, split: str = "stratified", progress: bool = False
+               ) -> tuple[ImageBank, list[tuple[np.ndarray, np.ndarray]]]:
+    """The decoded real folder and its ``(train_idx, test_idx)`` parts per fold (see :func:`real_parts`)."""
+    real = load_bank(list_samples(real_dir), progress=progress, desc="decode real")
+    return real, real_parts(real.names, real.counts().numpy(), real_dir, split, folds)
+
+
 def _results(out: Path) -> pd.DataFrame:
     rows = [read_json(p) for p in sorted((out / "runs").glob(f"*/{RESULT_FILE}"))]
     df = pd.DataFrame([r for r in rows if r], columns=list(COLUMNS))
@@ -182,8 +189,7 @@ def cross_validate(real_dir: str | Path, out: str | Path, config: TrainConfig, *
     check_backbone(config.model, config.pretrained)
     out = Path(out)
     real_dir = Path(real_dir)
-    real = load_bank(list_samples(real_dir), progress=progress, desc="decode real")
-    parts = real_parts(real.names, real.counts().numpy(), real_dir, config.split, folds)
+    real, parts = real_folds(real_dir, folds, config.split, progress=progress)
     _claim(out, {"real": str(real_dir.resolve()), "folds": len(parts), "fold_seed": FOLD_SEED,
                  "config": {k: v for k, v in asdict(config).items() if k not in ("seed", "mix")}})
     jobs = take_shard(grid(list(sources), list(mixes), len(parts), list(seeds)), shard)
@@ -218,7 +224,7 @@ def cross_validate(real_dir: str | Path, out: str | Path, config: TrainConfig, *
                **{f"{m}_center": metrics["center"][m] for m in ("mae", "rmse", "acp")},
                "n_test": metrics["n"], "epochs": cfg.epochs,
                "finetune_epochs": cfg.finetune_epochs if source is not None else 0,
-               "model": cfg.model, "wall_s": metrics["wall_s"], "excluded": excluded,
+               "model": cfg.model, "head": cfg.head, "wall_s": metrics["wall_s"], "excluded": excluded,
                "pretrain_epoch": metrics["selected_epochs"].get("pretrain"), "final_epoch": selected[-1][1],
                "recipe": cfg.recipe, "split": cfg.split}
         write_json(run_dir / RESULT_FILE, row)

@@ -6,10 +6,13 @@ covering half the crop is cut from the source crop and pasted onto the target cr
 without a rectangle stay pure target.
 
 - ``cutmix`` (the authors' supervised variant): both batches are labelled; the mixed label map is
-  ``M * source_dots + (1 - M) * target_dots`` and its sum is the mixed crop's count.
+  ``M * source_map + (1 - M) * target_map`` and its sum is the mixed crop's count. The maps are
+  dot maps for the regression head and Gaussian density maps for the density head: either way the
+  same mask mixes them, so the sums of the two parts are conserved.
 - ``dacs`` (Tranheden et al., WACV 2021): the target batch is *unlabelled*. Its part of the mixed
-  crop is labelled with the model's own density prediction on the target crop (pseudo-labels),
-  and the source batch also trains supervised. Target labels are never loaded.
+  crop is labelled with the model's own density prediction on the target crop (pseudo-labels:
+  the density head's map, or the regression head's 1x1 helper), and the source batch also trains
+  supervised. Target labels are never loaded.
 
 Strategies are registered by name in :data:`MIXES`.
 """
@@ -51,7 +54,7 @@ def paste(target: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> tor
 
 
 def cutmix(target: Batch, source: Batch, mask: torch.Tensor) -> Batch:
-    """Supervised CutMix: images and dot maps mixed with the same mask; counts follow from the map."""
+    """Supervised CutMix: images and label maps mixed with the same mask; counts follow from the map."""
     if target.maps is None or source.maps is None:
         raise ValueError("cutmix needs labelled source and target batches (use dacs for unlabelled targets)")
     return Batch(paste(target.images, source.images, mask), paste(target.maps, source.maps, mask))

@@ -1,19 +1,20 @@
-"""The counting model: a ``timm`` backbone with a count-regression head and an optional density head.
+"""The counting models: the paper's count regressor and a density-map counter, by name in :data:`HEADS`.
 
-The count head regresses the number of cells in a crop from globally pooled features (as the
-authors' EfficientNet-B0 does). The density head is a 1x1 convolution on the last feature map
-whose cells hold non-negative counts, so the count of any region is the sum of the density over
-it; DACS needs that to label the unlabelled part of a mixed image.
+- ``regression`` (the paper's): a ``timm`` backbone pooled to one count per crop (the authors'
+  EfficientNet-B0). With ``density=True`` it also gets a 1x1 convolution on the last feature map
+  whose cells hold non-negative counts: DACS needs some density to label the unlabelled part of a
+  mixed image.
+- ``density`` (:mod:`~instlib.count.decoder`): a ``timm`` encoder with a U-Net decoder regressing a
+  Gaussian density map at stride 2-4; the count is the map's sum. A dot-annotated crop supervises
+  every pixel instead of one number, which is what lets it learn from a handful of images.
 
-Models are saved as ``safetensors`` with the metadata needed to rebuild and feed them: backbone,
-channel counts of the training images, normalisation and crop size.
+Models are saved as ``safetensors`` with the metadata needed to rebuild and feed them: head,
+backbone, channel counts of the training images, normalisation, intensity scaling and crop size.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from instlib.count.backbone import check_backbone, create_backbone  # noqa: F401 (check_backbone: for callers)
+from instlib.count.decoder import DensityNet
+from instlib.count.grid import grid_to_pixels, pool_to_grid
 from instlib.data.atomic import atomic_path
 from instlib.errors import InstlibError
 
@@ -43,9 +47,24 @@ class ModelSpec:
     mean: tuple[float, float, float] = NORMS["imagenet"][0]
     std: tuple[float, float, float] = NORMS["imagenet"][1]
     crop_size: int = 200
-    density: bool = False
-    drop_rate: float = 0.0  # dropout before the count head (torchvision's EfficientNet-B0: 0.2)
-    drop_path_rate: float = 0.0  # stochastic depth of the backbone's blocks (torchvision's: 0.2)
+    head: str = "regression"  # a key of HEADS
+    density: bool = False  # regression only: add the 1x1 density helper (DACS pseudo-labels)
+    sigma: float = 4.0  # density only: std in pixels of the Gaussian around each point in the targets
+    density_scale: float = 100.0  # density only: targets and outputs are scaled by this in the loss
+    out_stride: int = 2  # density only: stride of the output map (an encoder stride: 2, 4, ...)
+    decoder_width: int = 32  # density only: channels of the decoder
+    intensity_percentile: float | None = None  # per-image scaling before the model (see pipeline.scale_intensity)
+    drop_rate: float = 0.0  # regression only: dropout before the count head (torchvision's EfficientNet-B0: 0.2)
+    drop_path_rate: float = 0.0  # stochastic depth of the backbone's blocks (torchvision's EfficientNet-B0: 0.2)
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise InstlibError(f"unknown counting head '{self.head}'; choose one of {', '.join(HEADS)}")
+
+    @property
+    def has_density(self) -> bool:
+        """Whether the model outputs a density map (whose sums are counts)."""
+        return self.head == "density" or self.density
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -56,135 +75,79 @@ class ModelSpec:
         return cls(**{**d, "channels": tuple(d["channels"]), "mean": tuple(d["mean"]), "std": tuple(d["std"])})
 
 
-class CountModel(nn.Module):
-    """``forward(x)`` with ``x`` float ``(B, 3, S, S)`` in ``[0, 1]`` gives ``(count (B,), density | None)``.
+class RegressionNet(nn.Module):
+    """The paper's counter: pooled backbone features -> one count; the optional density helper beside it."""
 
-    Normalisation happens inside, with the statistics stored in :attr:`spec`, so saved models are
-    self-contained. ``density`` is ``(B, 1, h, w)`` on the backbone's last feature grid.
-    """
-
-    def __init__(self, spec: ModelSpec, pretrained: bool = False):
+    def __init__(self, spec: ModelSpec, pretrained: bool):
         super().__init__()
-        self.spec = spec
         self.backbone = create_backbone(spec.backbone, pretrained, drop_path_rate=spec.drop_path_rate)
         width = self.backbone.num_features
         self.dropout = nn.Dropout(spec.drop_rate)
         self.head = nn.Linear(width, 1)
         self.density_head = nn.Conv2d(width, 1, kernel_size=1) if spec.density else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # forward_features gives the last feature map with num_features channels for every timm
+        # backbone; calling the model would also run heads such as MobileNetV3's conv_head.
+        feats = self.backbone.forward_features(x)
+        count = self.head(self.dropout(feats.mean(dim=(2, 3)))).squeeze(1)
+        density = F.softplus(self.density_head(feats)) if self.density_head is not None else None
+        return count, density
+
+    def loss(self, count: torch.Tensor, density: torch.Tensor | None, label_map: torch.Tensor) -> torch.Tensor:
+        """MSE on the count (the authors' loss), plus MSE on per-cell counts when there is a density head."""
+        loss = F.mse_loss(count.float(), label_map.sum(dim=(1, 2, 3)))
+        if density is not None:
+            loss = loss + F.mse_loss(density.float(), pool_to_grid(label_map, density.shape[-2:]))
+        return loss
+
+    @torch.no_grad()
+    def init_count(self, mean_count: float, crop_size: int) -> None:
+        """Start the regression at the mean crop count: otherwise the first MSE gradients are all offset."""
+        self.head.bias.fill_(mean_count)
+
+
+HEADS: dict[str, type[nn.Module]] = {"regression": RegressionNet, "density": DensityNet}
+
+
+class CountModel(nn.Module):
+    """``forward(x)`` with ``x`` float ``(B, 3, S, S)`` in ``[0, 1]`` gives ``(count (B,), density | None)``.
+
+    Normalisation happens inside, with the statistics stored in :attr:`spec`, so saved models are
+    self-contained. ``density`` is ``(B, 1, h, w)`` on the head's output grid (stride 32 for the
+    regression head's helper, ``out_stride`` for the density head), in cells per grid cell.
+    """
+
+    def __init__(self, spec: ModelSpec, pretrained: bool = False):
+        super().__init__()
+        self.spec = spec
+        self.net = HEADS[spec.head](spec, pretrained)
         # Not persistent: the statistics live in the file's metadata, not among the weights.
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # forward_features gives the last feature map with num_features channels for every timm
-        # backbone; calling the model would also run heads such as MobileNetV3's conv_head.
-        feats = self.backbone.forward_features((x - self.mean) / self.std)
-        count = self.head(self.dropout(feats.mean(dim=(2, 3)))).squeeze(1)
-        density = F.softplus(self.density_head(feats)) if self.density_head is not None else None
-        return count, density
+        return self.net((x - self.mean) / self.std)
 
     def loss(self, x: torch.Tensor, label_map: torch.Tensor) -> torch.Tensor:
-        """MSE on the count (the authors' loss), plus MSE on per-cell counts when there is a density head.
+        """The head's loss on crops ``x``; ``label_map`` ``(B, 1, S, S)`` sums to each crop's count.
 
-        ``label_map`` is ``(B, 1, S, S)`` and sums to each crop's count: a dot map, or a mixed map
-        whose unlabelled part holds pseudo-labels.
+        It is a dot map (regression), a Gaussian density map (density), or a mixed map whose
+        unlabelled part holds pseudo-labels.
         """
-        count, density = self(x)
-        target = label_map.sum(dim=(1, 2, 3))
-        loss = F.mse_loss(count.float(), target)
-        if density is not None:
-            loss = loss + F.mse_loss(density.float(), pool_to_grid(label_map, density.shape[-2:]))
-        return loss
+        return self.net.loss(*self(x), label_map)
+
+    def init_count(self, mean_count: float) -> None:
+        """Make the untrained model predict about ``mean_count`` cells per crop."""
+        self.net.init_count(mean_count, self.spec.crop_size)
 
     def density_map(self, x: torch.Tensor) -> torch.Tensor:
         """The density prediction spread back onto the pixels of ``x``, ``(B, 1, S, S)``, same sums."""
         _, density = self(x)
         if density is None:
-            raise InstlibError(f"the {self.spec.backbone} model has no density head; train it with density=True")
+            raise InstlibError(f"the {self.spec.backbone} model has no density output; train it with "
+                               "head='density' (or density=True)")
         return grid_to_pixels(density.float(), x.shape[-2:])
-
-
-def _cells(size: int, cells: int, device) -> torch.Tensor:
-    """Cell index of each pixel along one axis: pixel ``p`` of ``size`` belongs to cell ``p * cells // size``."""
-    return torch.arange(size, device=device) * cells // size
-
-
-def pool_to_grid(maps: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Sum ``(B, 1, H, W)`` pixel maps into ``(B, 1, h, w)`` cells that partition the image exactly.
-
-    (Adaptive average pooling would let neighbouring cells share pixels and break the sums.)
-    """
-    (h, w), (H, W) = grid, maps.shape[-2:]
-    rows = F.one_hot(_cells(H, h, maps.device), h).to(maps.dtype)  # (H, h)
-    cols = F.one_hot(_cells(W, w, maps.device), w).to(maps.dtype)  # (W, w)
-    return rows.T @ maps @ cols
-
-
-def grid_to_pixels(cells: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Spread each cell's value evenly over its pixels: the inverse of :func:`pool_to_grid` for sums."""
-    (h, w), (H, W) = cells.shape[-2:], size
-    r, c = _cells(H, h, cells.device), _cells(W, w, cells.device)
-    area = torch.bincount(r, minlength=h)[:, None] * torch.bincount(c, minlength=w)[None, :]
-    return (cells / area.to(cells.dtype))[..., r[:, None], c[None, :]]
-
-
-# ---------------------------------------------------------------- backbones
-
-
-def check_backbone(name: str, pretrained: bool) -> None:
-    """Raise :class:`InstlibError` at once if ``name`` is no timm model or its ImageNet weights are out of reach."""
-    import timm
-
-    if not timm.is_model(name):
-        raise InstlibError(f"'{name}' is not a timm model (for example efficientnet_b0, mobilenetv3_small_050, "
-                           "or test_efficientnet for quick tests)")
-    # Offline, fail now rather than after the hub client's retries and timeouts.
-    if pretrained and not _weights_cached(name) and not _hub_reachable():
-        raise InstlibError(f"ImageNet weights for '{name}' are not in the local cache and huggingface.co cannot "
-                           "be reached (offline?); run once with internet access to cache them, or pass "
-                           "--no-pretrained (pretrained=False) to start from scratch")
-
-
-def create_backbone(name: str, pretrained: bool, drop_path_rate: float = 0.0) -> nn.Module:
-    """A ``timm`` feature extractor (no classifier, no pooling); ImageNet weights if ``pretrained``."""
-    import timm
-
-    check_backbone(name, pretrained)
-    # Not every timm model takes drop_path_rate; pass it only when asked for.
-    kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
-    if not pretrained:
-        return timm.create_model(name, pretrained=False, num_classes=0, global_pool="", **kwargs)
-    try:
-        return timm.create_model(name, pretrained=True, num_classes=0, global_pool="", **kwargs)
-    except (OSError, RuntimeError, ValueError) as exc:  # download or cache failures
-        raise InstlibError(f"cannot load ImageNet weights for '{name}': {exc}; pass --no-pretrained "
-                           "(pretrained=False) to start from scratch") from exc
-
-
-def _weights_cached(name: str) -> bool:
-    import timm
-    from huggingface_hub import try_to_load_from_cache
-
-    cfg = timm.models.get_pretrained_cfg(name)
-    if cfg is None:
-        return False
-    if cfg.hf_hub_id:
-        for filename in ("model.safetensors", "pytorch_model.bin"):
-            if isinstance(try_to_load_from_cache(cfg.hf_hub_id, filename), str):
-                return True
-    if cfg.url:
-        return (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)).is_file()
-    return False
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------- files

@@ -1,13 +1,19 @@
 """Counting whole images with a trained model: by tiling, and on the centre crop as the reference does.
 
-The whole-image count is the sum of the model's counts over ``crop x crop`` tiles that cover the
-image (zero-padded at the right and bottom edges). Each tile's count is clipped at 0: a region
-cannot hold a negative number of cells.
+How a whole image is counted depends on the head (:data:`WHOLE_IMAGE`):
+
+- ``regression``: the sum of the model's counts over ``crop x crop`` tiles that cover the image
+  (zero-padded at the right and bottom edges). Each tile's count is clipped at 0: a region cannot
+  hold a negative number of cells.
+- ``density``: the image's density map, from overlapping tiles blended with weights that sum to one
+  at every pixel (so nothing is counted twice, and tile borders, where a cell is only partly seen,
+  weigh least); the count is the map's sum. :func:`density_maps` returns the maps themselves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +21,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from instlib.count.model import CountModel, load_model
-from instlib.count.pipeline import ImageBank, box_counts, center_crops, image_tiles, load_bank
+from instlib.count.model import CountModel, ModelSpec, load_model
+from instlib.count.pipeline import (ImageBank, box_counts, center_crops, crop_images, image_tiles, load_bank,
+                                    scale_intensity)
 from instlib.count.runtime import as_input, autocast, pick_device
+from instlib.data.atomic import atomic_path
 from instlib.data.folder import IMAGES, POINTS, Sample, list_samples
 from instlib.data.images import is_image_file
 from instlib.errors import DataError, InstlibError
@@ -56,20 +64,106 @@ def _tile_chunks(bank: ImageBank, size: int, per_chunk: int) -> Iterator[tuple[t
         yield torch.cat(tiles), torch.cat(owners)
 
 
+def _tiled_counts(model: CountModel, bank: ImageBank, batch_size: int, device: torch.device, amp: bool,
+                  channels_last: bool, progress: bool) -> np.ndarray:
+    size = model.spec.crop_size
+    n_tiles = sum(_n_tiles(tuple(im.shape[1:]), size) for im in bank.images)
+    with tqdm(total=n_tiles, desc="count", unit="tile", disable=not progress, leave=False) as bar:
+        return _count_crops(model, _tile_chunks(bank, size, 4 * batch_size), len(bank), batch_size, device,
+                            amp, channels_last, bar)
+
+
+def _blended_counts(model: CountModel, bank: ImageBank, batch_size: int, device: torch.device, amp: bool,
+                    channels_last: bool, progress: bool) -> np.ndarray:
+    maps = density_maps(model, bank, batch_size=batch_size, device=device, amp=amp, channels_last=channels_last,
+                        progress=progress)
+    return np.array([m.sum(dtype=np.float64) for m in maps])
+
+
+# How each head counts a whole image, and how that reads in a run's metrics.
+WHOLE_IMAGE: dict[str, tuple[Callable[..., np.ndarray], str]] = {
+    "regression": (_tiled_counts, "sum of the counts of {s}x{s} tiles"),
+    "density": (_blended_counts, "sum of the density map from overlapping {s}x{s} tiles, blended"),
+}
+
+
+def whole_image_evaluation(spec: ModelSpec) -> str:
+    """How a model of ``spec`` counts whole images, in words."""
+    return "whole images: " + WHOLE_IMAGE[spec.head][1].format(s=spec.crop_size)
+
+
 def count_bank(model: CountModel, bank: ImageBank, *, batch_size: int = 32, device: torch.device | None = None,
                amp: bool = True, channels_last: bool = True, progress: bool = False
                ) -> tuple[np.ndarray, np.ndarray]:
-    """``(whole-image counts by tiling, centre-crop counts)`` for every image of ``bank``."""
+    """``(whole-image counts, centre-crop counts)`` for every image of ``bank``."""
+    device = device or next(model.parameters()).device
+    whole = WHOLE_IMAGE[model.spec.head][0](model, bank, batch_size, device, amp, channels_last, progress)
+    return whole, center_counts(model, bank, batch_size=batch_size, device=device, amp=amp,
+                                channels_last=channels_last, progress=progress)
+
+
+def center_counts(model: CountModel, bank: ImageBank, *, batch_size: int = 32, device: torch.device | None = None,
+                  amp: bool = True, channels_last: bool = True, progress: bool = False) -> np.ndarray:
+    """The model's count of the centred ``crop x crop`` box of every image (the reference's evaluation)."""
+    device = device or next(model.parameters()).device
+    _, _, centre = center_crops(bank, model.spec.crop_size)
+    with tqdm(total=len(bank), desc="centre crops", unit="crop", disable=not progress, leave=False) as bar:
+        return _count_crops(model, iter([(centre, torch.arange(len(bank)))]), len(bank), batch_size, device,
+                            amp, channels_last, bar)
+
+
+def tile_starts(length: int, size: int, overlap: int) -> list[int]:
+    """Starts of ``size`` windows covering ``[0, length)`` with at least ``overlap`` pixels shared by neighbours."""
+    if length <= size:
+        return [0]
+    step = size - overlap
+    n = math.ceil((length - size) / step) + 1
+    # Spread evenly, so the last window ends exactly at the border.
+    return [round(i * (length - size) / (n - 1)) for i in range(n)]
+
+
+def blend_window(size: int, overlap: int) -> torch.Tensor:
+    """``(size, size)`` weights rising linearly over ``overlap`` pixels from each edge; positive everywhere."""
+    ramp = max(overlap, 1)
+    r = torch.arange(size, dtype=torch.float64)
+    edge = torch.minimum(r + 1, size - r).clamp(max=ramp) / ramp
+    return edge[:, None] * edge[None, :]
+
+
+@torch.no_grad()
+def density_maps(model: CountModel, bank: ImageBank, *, overlap: int | None = None, batch_size: int = 32,
+                 device: torch.device | None = None, amp: bool = True, channels_last: bool = True,
+                 progress: bool = False) -> list[np.ndarray]:
+    """``(H, W)`` float32 density map of every image of ``bank``; each sums to the image's predicted count.
+
+    Tiles of the model's crop size overlap by ``overlap`` pixels (default: a quarter of a tile);
+    every pixel's density is the weighted mean of the tiles that cover it, with weights from
+    :func:`blend_window`, so the blended map is a partition of unity over tiles and counts nothing twice.
+    """
     device = device or next(model.parameters()).device
     size = model.spec.crop_size
-    n_tiles = sum(_n_tiles(tuple(im.shape[1:]), size) for im in bank.images)
-    with tqdm(total=n_tiles + len(bank), desc="count", unit="crop", disable=not progress, leave=False) as bar:
-        whole = _count_crops(model, _tile_chunks(bank, size, 4 * batch_size), len(bank), batch_size, device,
-                             amp, channels_last, bar)
-        _, _, centre = center_crops(bank, size)
-        center = _count_crops(model, iter([(centre, torch.arange(len(bank)))]), len(bank), batch_size, device,
-                              amp, channels_last, bar)
-    return whole, center
+    overlap = size // 4 if overlap is None else overlap
+    window = blend_window(size, overlap)
+    model.eval()
+    out = []
+    for im in tqdm(bank.images, desc="density maps", unit="image", disable=not progress, leave=False):
+        h, w = im.shape[1:]
+        starts = [(t, l) for t in tile_starts(h, size, overlap) for l in tile_starts(w, size, overlap)]
+        tops, lefts = (torch.tensor(v, dtype=torch.int64) for v in zip(*starts))
+        single = ImageBank([""], [Path()], [im], None, None)
+        tiles = crop_images(single, torch.zeros(len(starts), dtype=torch.int64), tops, lefts, size)
+        acc = torch.zeros(max(h, size), max(w, size), dtype=torch.float64)
+        weight = torch.zeros_like(acc)
+        for b in range(0, len(tiles), batch_size):
+            x = as_input(tiles[b:b + batch_size].to(device).float().div_(255), channels_last)
+            with autocast(device, amp):
+                maps = model.density_map(x)[:, 0].double().cpu()
+            for m, t, l in zip(maps, tops[b:b + batch_size].tolist(), lefts[b:b + batch_size].tolist()):
+                acc[t:t + size, l:l + size] += m * window
+                weight[t:t + size, l:l + size] += window
+        # Density predicted on the zero padding of an image smaller than a tile lies outside it: dropped.
+        out.append((acc / weight)[:h, :w].float().numpy())
+    return out
 
 
 def _n_tiles(shape: tuple[int, int], size: int) -> int:
@@ -113,21 +207,41 @@ def folder_samples(data_dir: Path) -> tuple[list[Sample], bool]:
 
 
 def predict(run_dir: str | Path, data_dir: str | Path, *, device: str | None = None, batch_size: int = 32,
-            progress: bool = False) -> pd.DataFrame:
+            maps_dir: str | Path | None = None, progress: bool = False) -> pd.DataFrame:
     """Count every image of ``data_dir`` with the model of ``run_dir`` (a run folder or a model file).
 
     Returns one row per image: ``name, pred, pred_center`` and, when the folder has points,
-    ``true, true_center``.
+    ``true, true_center``. With ``maps_dir`` (density models only) each image's density map is
+    also written there as ``<name>.tiff`` (float32, sum = ``pred``).
     """
     dev = pick_device(device)
     path = model_path(run_dir)
     model = load_model(path, device=dev)
+    if maps_dir is not None and model.spec.head != "density":
+        raise InstlibError(f"holds a '{model.spec.head}' model, which makes no density maps; train one with "
+                           "--head density", path)
     samples, labelled = folder_samples(Path(data_dir))
     bank = load_bank(samples, labelled=labelled, progress=progress)
     check_channels(bank, model.spec.channels, f"the model {path} was trained on")
+    bank = scale_intensity(bank, model.spec.intensity_percentile)
     model = model.to(memory_format=torch.channels_last)
-    pred, pred_center = count_bank(model, bank, batch_size=batch_size, device=dev, progress=progress)
+    if maps_dir is None:
+        pred, pred_center = count_bank(model, bank, batch_size=batch_size, device=dev, progress=progress)
+    else:
+        maps = density_maps(model, bank, batch_size=batch_size, device=dev, progress=progress)
+        for name, m in zip(bank.names, maps):
+            write_map(Path(maps_dir) / f"{name}.tiff", m)
+        pred = np.array([m.sum(dtype=np.float64) for m in maps])
+        pred_center = center_counts(model, bank, batch_size=batch_size, device=dev)
     df = pd.DataFrame({"name": bank.names, "pred": pred, "pred_center": pred_center})
     if labelled:
         df["true"], df["true_center"] = true_counts(bank, model.spec.crop_size)
     return df
+
+
+def write_map(path: Path, density: np.ndarray) -> None:
+    """Write one density map as a float32 TIFF, atomically."""
+    import tifffile
+
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, density.astype(np.float32), photometric="minisblack")

@@ -5,11 +5,14 @@
   (timm's ``drop_path_rate`` scales per block as torchvision's does), Adam lr 1e-4 without weight
   decay (the config's value is never read), ``StepLR(step_size=10, gamma=0.1)`` stepped per epoch
   over 25 epochs, their fixed IDCIA normalisation (mean 0.0414, std 0.0203), the default head
-  initialisation, batch 8, 200 x 200 crops, and no density head (their code has none, nor DACS).
+  initialisation, batch 8, 200 x 200 crops, an epoch = one pass over the images, and the pooled
+  regression head (their code has no density output, nor DACS).
 - ``instlib``: this project's defaults: no dropout or drop-path, weight decay 1e-5, a poly schedule,
   the real training images' own statistics, the head's bias started at the mean crop count (the
-  first MSE gradients are otherwise all offset), and the density head with its loss in every run,
-  so that DACS (which labels with the density) and the other mixing variants train alike.
+  first MSE gradients are otherwise all offset), the density-map counter (U-Net decoder, Gaussian
+  targets) in every run, so that DACS (which labels with the density) and the other mixing variants
+  train alike, lr 1e-3 (its decoder starts from random weights), and epochs of 128 random crops
+  however many images there are (ten images and a thousand get the same number of steps).
 
 A :class:`~instlib.count.train.TrainConfig` takes every field of its recipe that it does not set
 itself.
@@ -48,14 +51,19 @@ class Recipe:
     drop_rate: float  # dropout before the count head
     drop_path_rate: float  # stochastic depth of the backbone's blocks
     mean_count_bias: bool  # start the head's bias at the mean crop count (else the default init)
-    density: bool  # the density head and its loss (dacs needs them; every run of a comparison gets the same)
+    head: str  # regression (pooled count) | density (U-Net density map); see instlib.count.model.HEADS
+    density: bool  # regression head: the 1x1 density helper and its loss (dacs needs a density)
+    crops_per_epoch: int  # random crops per epoch; 0 = one pass over the images
 
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("authors", epochs=25, finetune_epochs=25, lr=1e-4, weight_decay=0.0, schedule="steplr10", norm="idcia",
-           batch_size=8, crop_size=200, drop_rate=0.2, drop_path_rate=0.2, mean_count_bias=False, density=False),
-    Recipe("instlib", epochs=50, finetune_epochs=50, lr=1e-4, weight_decay=1e-5, schedule="poly", norm="data",
-           batch_size=8, crop_size=200, drop_rate=0.0, drop_path_rate=0.0, mean_count_bias=True, density=True),
+           batch_size=8, crop_size=200, drop_rate=0.2, drop_path_rate=0.2, mean_count_bias=False, head="regression",
+           density=False, crops_per_epoch=0),
+    # lr 1e-3: the density decoder (and an encoder trained from scratch) starts from random weights.
+    Recipe("instlib", epochs=50, finetune_epochs=50, lr=1e-3, weight_decay=1e-5, schedule="poly", norm="data",
+           batch_size=8, crop_size=200, drop_rate=0.0, drop_path_rate=0.0, mean_count_bias=True, head="density",
+           density=False, crops_per_epoch=128),
 )}
 
 #: The settings a recipe decides.

@@ -34,10 +34,11 @@ from tqdm.auto import tqdm
 
 from instlib.count.metrics import score
 from instlib.count.mix import get_mix
-from instlib.count.model import NORMS, CountModel, ModelSpec, check_backbone, save_model
+from instlib.count.model import HEADS, NORMS, CountModel, ModelSpec, check_backbone, save_model
 from instlib.count.pipeline import (ImageBank, Jitter, channel_stats, concat_banks, epoch_indices, load_bank,
-                                    make_batch, steps_per_epoch)
-from instlib.count.predict import MODEL_FILE, check_channels, count_bank, folder_samples, true_counts
+                                    make_batch, scale_intensity, steps_per_epoch)
+from instlib.count.predict import (MODEL_FILE, check_channels, count_bank, folder_samples, true_counts,
+                                   whole_image_evaluation)
 from instlib.count.recipes import RECIPE_FIELDS, SCHEDULES, get_recipe
 from instlib.count.runtime import as_input, autocast, pick_device, seed_everything
 from instlib.data.atomic import atomic_open, atomic_path
@@ -60,7 +61,7 @@ class TrainConfig:
 
     model: str = "efficientnet_b0"  # any timm model; test_efficientnet for quick tests
     pretrained: bool = True  # ImageNet weights (needs them cached or internet access)
-    recipe: str = "instlib"  # authors | instlib
+    recipe: str = "instlib"  # authors | instlib (see instlib.count.recipes)
     epochs: int | None = None  # of the first stage (pre-training, or training when there is no fine-tuning)
     finetune_epochs: int | None = None
     lr: float | None = None
@@ -77,11 +78,17 @@ class TrainConfig:
     mean_count_bias: bool | None = None  # start the head's bias at the mean crop count
     split: str = "stratified"  # stratified (count-stratified parts) | official (the manifest's split column)
     zero_keep: float = 0.25  # chance that a training crop without cells is kept
-    crops_per_image: int = 1  # crops per image and epoch
+    # An epoch is this many random crops, however many images there are: ten images and a thousand
+    # get the same number of steps. 0: passes over the images, crops_per_image each.
+    crops_per_epoch: int | None = None
+    crops_per_image: int = 1  # crops per image and epoch when crops_per_epoch is 0
     max_steps: int | None = None  # cap on steps per epoch
     max_images: int | None = None  # use at most this many images of the training folders (seeded subset)
     val_fraction: float = 0.2
-    density: bool | None = None  # the density head and its loss; mixing never switches it (dacs needs it on)
+    head: str | None = None  # regression (the paper's pooled count) | density (U-Net density map; see count.model)
+    density: bool | None = None  # regression head: add the 1x1 density helper and its loss (dacs needs one)
+    sigma: float = 4.0  # density head: std in pixels of the Gaussians of the target maps
+    intensity_percentile: float | None = None  # scale each image so this percentile is 255 (None: as stored)
     jitter: bool = True  # colour jitter (brightness/contrast/saturation 0.2, hue 0.1)
     eval_batch_size: int = 32
     channels_last: bool = True
@@ -96,12 +103,17 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Check choices and ranges; returns self."""
         mix = get_mix(self.mix)
-        if mix.needs_density and not self.density:
-            # Switching the density loss on for the mixing runs alone would confound the comparison.
-            raise InstlibError(f"mix '{self.mix}' labels target images with the model's density: set density=True "
-                               "(--density), for every run it is compared with, so all train with the same loss")
+        if self.head not in HEADS:
+            raise InstlibError(f"unknown counting head '{self.head}'; choose one of {', '.join(HEADS)}")
+        if mix.needs_density and not (self.head == "density" or self.density):
+            # Switching a density loss on for the mixing runs alone would confound the comparison.
+            raise InstlibError(f"mix '{self.mix}' labels target images with the model's density: use head='density' "
+                               "(--head density) or density=True (--density) for every run it is compared with, "
+                               "so all train with the same loss")
         if self.split not in SPLITS:
             raise InstlibError(f"unknown split '{self.split}'; choose one of {', '.join(SPLITS)}")
+        if self.sigma <= 0 or not 0 < (self.intensity_percentile or 50) <= 100:
+            raise InstlibError("need sigma > 0 and 0 < intensity_percentile <= 100")
         if self.norm not in ("data", *NORMS):
             raise InstlibError(f"unknown normalisation '{self.norm}'; choose data, {', '.join(NORMS)}")
         if self.schedule not in SCHEDULES:
@@ -112,6 +124,8 @@ class TrainConfig:
         for name in ("max_steps", "max_images"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InstlibError(f"{name} must be at least 1 (or None for no cap), got {getattr(self, name)}")
+        if self.crops_per_epoch < 0:
+            raise InstlibError(f"crops_per_epoch must be at least 0 (0: passes over the images), got {self.crops_per_epoch}")
         if self.finetune_epochs < 0 or not 0 < self.val_fraction < 1 or not 0 <= self.zero_keep <= 1:
             raise InstlibError("need finetune_epochs >= 0, 0 < val_fraction < 1 and 0 <= zero_keep <= 1")
         if self.mix_prob is not None and not 0 <= self.mix_prob <= 1:
@@ -233,6 +247,14 @@ def load_run_data(train_dirs: Sequence[str | Path], test_dir: str | Path, config
                              "mix_with": None if mix_with is None else str(mix_with)})
 
 
+def _scaled(data: RunData, percentile: float | None) -> RunData:
+    """``data`` with every bank's images brought to one brightness scale (see ``pipeline.scale_intensity``)."""
+    if percentile is None:
+        return data
+    return replace(data, **{k: scale_intensity(getattr(data, k), percentile) if getattr(data, k) is not None else None
+                            for k in ("train", "val", "test", "finetune", "mix_with")})
+
+
 # ---------------------------------------------------------------- run folder
 
 
@@ -301,12 +323,13 @@ def _build_model(data: RunData, config: TrainConfig) -> CountModel:
     else:
         mean, std = NORMS[config.norm]
     spec = ModelSpec(backbone=config.model, channels=concat_banks([real, data.val]).channels, mean=mean, std=std,
-                     crop_size=config.crop_size, density=config.density, drop_rate=config.drop_rate,
-                     drop_path_rate=config.drop_path_rate)
+                     crop_size=config.crop_size, head=config.head, sigma=config.sigma,
+                     intensity_percentile=config.intensity_percentile,
+                     density=config.head == "regression" and config.density,
+                     drop_rate=config.drop_rate, drop_path_rate=config.drop_path_rate)
     model = CountModel(spec, pretrained=config.pretrained)
     if config.mean_count_bias:
-        with torch.no_grad():
-            model.head.bias.fill_(_mean_crop_count(data.train, config.crop_size))
+        model.init_count(_mean_crop_count(data.train, config.crop_size))
     return model
 
 
@@ -347,6 +370,7 @@ def _fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, devic
     mix = get_mix(config.mix)
     prob = config.mix_prob if config.mix_prob is not None else mix.default_prob
     jitter = Jitter() if config.jitter else None
+    sigma = config.sigma if config.head == "density" else None  # Gaussian targets; the regressor takes dot maps
     ckpt_path = out / CHECKPOINT_FILE
     ckpt = _load_checkpoint(ckpt_path)
     history: list[dict] = ckpt["history"] if ckpt else []
@@ -359,8 +383,7 @@ def _fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, devic
         if ckpt and s < ckpt["stage"]:
             continue
         opt = make_optimizer(model, config)
-        steps = steps_per_epoch(len(stage.bank), config.batch_size, config.crops_per_image)
-        steps = min(steps, config.max_steps or steps)
+        steps = _steps(len(stage.bank), config)
         # As the authors' min_loss = inf: a trained epoch always wins, so a stage never returns its start.
         best, best_mae, best_epoch, start = None, math.inf, 0, 0
         if ckpt and s == ckpt["stage"]:
@@ -385,12 +408,12 @@ def _fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, devic
                 for group in opt.param_groups:
                     group["lr"] = config.lr * SCHEDULES[config.schedule](epoch + i / steps, stage.epochs)
                 source = make_batch(stage.bank, si, config.crop_size, gen, device=device,
-                                    zero_keep=config.zero_keep, jitter=jitter)
+                                    zero_keep=config.zero_keep, jitter=jitter, sigma=sigma)
                 source.images = as_input(source.images, config.channels_last)
                 target = None
                 if ti is not None:
                     target = make_batch(stage.target, ti, config.crop_size, gen, device=device,
-                                        zero_keep=config.zero_keep, jitter=jitter)
+                                        zero_keep=config.zero_keep, jitter=jitter, sigma=sigma)
                     target.images = as_input(target.images, config.channels_last)
                 with autocast(device, config.amp):
                     loss = strategy.loss(model, source, target, gen, prob)
@@ -419,6 +442,15 @@ def _fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, devic
     return history, before
 
 
+def _steps(n_images: int, config: TrainConfig) -> int:
+    """Steps per epoch: ``crops_per_epoch`` crops, or passes over the images; capped by ``max_steps``."""
+    if config.crops_per_epoch:
+        steps = max(1, math.ceil(config.crops_per_epoch / config.batch_size))
+    else:
+        steps = steps_per_epoch(n_images, config.batch_size, config.crops_per_image)
+    return min(steps, config.max_steps or steps)
+
+
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
 
@@ -435,6 +467,7 @@ def run(data: RunData, out: str | Path, config: TrainConfig, *, progress: bool =
     """Train, select and test one run on decoded images (see :func:`train_run`); returns the metrics."""
     config.validate()
     out = Path(out)
+    data = _scaled(data, config.intensity_percentile)
     stamp = {"config": asdict(config), "inputs": {
         "train": _fingerprint(data.train), "val": _fingerprint(data.val), "test": _fingerprint(data.test),
         "finetune": _fingerprint(data.finetune), "mix_with": _fingerprint(data.mix_with),
@@ -461,7 +494,7 @@ def run(data: RunData, out: str | Path, config: TrainConfig, *, progress: bool =
     selected = {h["stage"]: h["epoch"] for h in history if h.get("selected")}
     metrics = {
         **score(true, pred),
-        "evaluation": f"whole images: sum of the counts of {config.crop_size}x{config.crop_size} tiles",
+        "evaluation": whole_image_evaluation(model.spec),
         "center": {**score(true_center, pred_center),
                    "evaluation": f"centre {config.crop_size}x{config.crop_size} crop (the reference's protocol)"},
         "selected_epochs": selected,

@@ -232,3 +232,32 @@ def fidelity_plot(df: pd.DataFrame, *, x: str = "strength", title: str | None = 
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def density_figure(folder: str | Path, maps_dir: str | Path, names: Sequence[str], *, size: float = 2.2,
+                   title: str | None = None):
+    """One row per image: the image, its true points, and the predicted density map with its sum.
+
+    ``maps_dir`` holds the ``<name>.tiff`` maps that ``count predict --maps`` (``predict(maps_dir=...)``) wrote.
+    """
+    import tifffile
+
+    plt = _plt()
+    fig, axes = plt.subplots(len(names), 3, figsize=(3 * size, size * len(names) + (0.4 if title else 0)),
+                             squeeze=False)
+    for r, name in enumerate(names):
+        img, pts = load(folder, name)
+        density = tifffile.imread(Path(maps_dir) / f"{name}.tiff")
+        _show(axes[r, 0], img, stretch=True)
+        axes[r, 0].set_title(name, fontsize=8)
+        _show(axes[r, 1], img, pts, stretch=True)
+        axes[r, 1].set_title(f"true: {cells(len(pts))}", fontsize=8)
+        axes[r, 2].imshow(density, cmap="magma", vmin=0)
+        axes[r, 2].set_xticks([])
+        axes[r, 2].set_yticks([])
+        axes[r, 2].grid(False)
+        axes[r, 2].set_title(f"predicted density: sum {density.sum(dtype=np.float64):.1f}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,75 @@
+"""``timm`` backbones for the counting models: checked up front, ImageNet weights only when reachable."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from instlib.errors import InstlibError
+
+
+def check_backbone(name: str, pretrained: bool) -> None:
+    """Raise :class:`InstlibError` at once if ``name`` is no timm model or its ImageNet weights are out of reach."""
+    import timm
+
+    if not timm.is_model(name):
+        raise InstlibError(f"'{name}' is not a timm model (for example efficientnet_b0, mobilenetv3_small_050, "
+                           "or test_efficientnet for quick tests)")
+    # Offline, fail now rather than after the hub client's retries and timeouts.
+    if pretrained and not _weights_cached(name) and not _hub_reachable():
+        raise InstlibError(f"ImageNet weights for '{name}' are not in the local cache and huggingface.co cannot "
+                           "be reached (offline?); run once with internet access to cache them, or pass "
+                           "--no-pretrained (pretrained=False) to start from scratch")
+
+
+def create_backbone(name: str, pretrained: bool, *, features_only: bool = False,
+                    drop_path_rate: float = 0.0) -> nn.Module:
+    """A ``timm`` feature extractor; ImageNet weights if ``pretrained``.
+
+    Without ``features_only``: the model with no classifier and no pooling (``forward_features``
+    gives the last feature map). With it: the model returns the feature map of every stage
+    (strides 2 to 32), the skip connections a dense decoder needs.
+    """
+    import timm
+
+    check_backbone(name, pretrained)
+    kwargs = {"features_only": True} if features_only else {"num_classes": 0, "global_pool": ""}
+    if drop_path_rate:  # not every timm model takes it; pass it only when asked for
+        kwargs["drop_path_rate"] = drop_path_rate
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except (OSError, RuntimeError, ValueError) as exc:  # download or cache failures
+        raise InstlibError(f"cannot load ImageNet weights for '{name}': {exc}; pass --no-pretrained "
+                           "(pretrained=False) to start from scratch") from exc
+
+
+def _weights_cached(name: str) -> bool:
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        return False
+    if cfg.hf_hub_id:
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            if isinstance(try_to_load_from_cache(cfg.hf_hub_id, filename), str):
+                return True
+    if cfg.url:
+        return (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)).is_file()
+    return False
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
