@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from instlib import cli
-from instlib.count import classical
-from instlib.count.classical import PeakGrid, PeakParams, classical_cv, fit, fit_and_count
-from instlib.count.cv import COLUMNS, FOLD_SEED
+from instlib.count import classical, cv
+from instlib.count.classical import PeakGrid, PeakParams, fit, fit_and_count
+from instlib.count.cv import FOLD_SEED
 from instlib.count.pipeline import load_bank
+from instlib.count.train import TrainConfig
 from instlib.data.folder import list_samples
 from instlib.data.splits import stratified_kfold
+from instlib.errors import InstlibError
 
 from .conftest import disc_image, write_folder
 
@@ -72,22 +75,31 @@ def test_the_search_returns_the_setting_with_the_lowest_training_mae(clean):
     assert max(brute.values()) > mae + 1  # the settings differ, so the choice matters
 
 
-def test_cv_rows_use_the_cross_validation_folds(clean, monkeypatch):
+def test_the_classical_source_of_cross_validation_uses_its_folds(clean, monkeypatch, tmp_path):
     seen = []
-    original = classical.fit_and_count
+    original = cv.fit_and_count
 
     def spy(train, test, **kw):
         seen.append((sorted(train.names), sorted(test.names)))
         return original(train, test, **kw)
 
-    monkeypatch.setattr(classical, "fit_and_count", spy)
-    df = classical_cv(clean["train"], folds=2)
-    assert list(df.columns) == list(COLUMNS)
+    monkeypatch.setattr(cv, "fit_and_count", spy)
+    config = TrainConfig(model="test_efficientnet", pretrained=False, crop_size=48)
+    df = cv.cross_validate(clean["train"], tmp_path / "cv", config, sources={"classical": []}, folds=2,
+                           progress=False)
+    assert list(df.columns) == list(cv.COLUMNS)
     assert (df["source"] == "classical").all() and (df["mix"] == "none").all() and list(df["fold"]) == [0, 1]
     bank = load_bank(list_samples(clean["train"]))
     for (tr, te), (tr_idx, te_idx) in zip(seen, stratified_kfold(bank.counts().numpy(), n_folds=2, seed=FOLD_SEED)):
         assert tr == sorted(bank.names[i] for i in tr_idx) and te == sorted(bank.names[i] for i in te_idx)
     assert df["n_test"].tolist() == [len(te) for _, te in seen]
+    # Its predictions sit where the deep runs' do, for the scatter plots and tables.
+    preds = pd.read_csv(tmp_path / "cv" / "runs" / "classical-none-fold0-seed42" / "predictions.csv")
+    assert sorted(preds["name"]) == seen[0][1]
+    # A mixing variant or folders make no sense for a baseline.
+    with pytest.raises(InstlibError, match="no pre-training folders"):
+        cv.cross_validate(clean["train"], tmp_path / "cv2", config, sources={"classical": [clean["test"]]},
+                          progress=False)
 
 
 def test_cli(clean, tmp_path):

@@ -60,6 +60,17 @@ def test_statement_is_plain_about_what_a_smoke_run_cannot_show():
     assert not_shows and "random" not in " ".join(not_shows)
 
 
+def test_statement_weighs_the_best_deep_model_against_the_classical_counter():
+    smoke = get_profile("smoke")
+    classical = results.SOURCE_LABELS["classical"]
+    shows, _ = results.statement(_summary(real=10.0, InST=6.0, **{classical: 9.0}), smoke)
+    line = next(s for s in shows if "classical counter" in s)
+    assert "best deep model (InST) beat it with 6.00" in line and "within the spread" not in line
+    shows, _ = results.statement(_summary(real=10.0, **{classical: 9.5}), smoke)
+    line = next(s for s in shows if "classical counter" in s)
+    assert "(real) did not beat it" in line and "within the spread" in line
+
+
 def test_metrics_table_and_finite_check():
     s = _summary(real=10.0, InST=9.0)
     t = results.metrics_table(s)
@@ -120,8 +131,8 @@ def test_protocol_tables_give_exclusions_per_fold_and_kept_epochs_per_run(tmp_pa
     syn = table[table["source"] == "Syn-HC"].set_index("fold")
     assert syn["excluded"].to_dict() == {0: 3, 1: 4} and syn["pretrain_epoch"].to_dict() == {0: 2, 1: 3}
     assert table.loc[table["source"] == "real", "pretrain_epoch"].isna().all()
-    assert results.protocol(cv_dir) == {"recipe": "authors", "split": "stratified", "folds": 2, "density": False,
-                                        "excluded": 7}
+    assert results.protocol(cv_dir) == {"recipe": "authors", "split": "stratified", "folds": 2, "head": "regression",
+                                        "density": False, "excluded": 7}
     text = " ".join(results.protocol_statement(cv_dir))
     assert "'authors'" in text and "2-fold cross-validation" in text and "7 synthetic images" in text
     assert "fold 0: 3, fold 1: 4" in text and "kept epoch 2 to 3 of 5" in text

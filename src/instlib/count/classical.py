@@ -6,13 +6,13 @@ the smoothed image's maximum are counted as cells (``skimage.feature.peak_local_
 parameters are grid-searched by MAE on the training images only, then applied to the test images.
 A deep counter that does not beat this has learned little.
 
-:func:`classical_cv` fits and tests it on the same count-stratified folds as :func:`instlib.count.cv.cross_validate`,
-giving rows with the columns of ``results.csv`` (``source="classical"``, ``mix="none"``).
+:func:`instlib.count.cv.cross_validate` runs it as the source ``classical``: fitted on each fold's
+training images, tested on its held-out images, one row of ``results.csv`` per fold beside the deep
+models'.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,14 +23,13 @@ from scipy import ndimage
 from skimage.feature import peak_local_max
 from tqdm.auto import tqdm
 
-from instlib.count.cv import COLUMNS, FOLD_SEED, real_folds
 from instlib.count.metrics import score
 from instlib.count.pipeline import ImageBank, load_bank
 from instlib.count.predict import true_counts
 from instlib.data.folder import list_samples
 from instlib.data.maps import center_box
 
-SOURCE, MODEL = "classical", "gaussian+local-maxima"
+MODEL = "gaussian+local-maxima"
 
 
 @dataclass(frozen=True)
@@ -116,23 +115,3 @@ def classical_run(train_dirs: Sequence[str | Path], test_dir: str | Path, *, gri
     train = load_bank([s for d in train_dirs for s in list_samples(d)], progress=progress, desc="decode train")
     test = load_bank(list_samples(test_dir), progress=progress, desc="decode test")
     return fit_and_count(train, test, grid=grid, crop_size=crop_size, progress=progress)
-
-
-def classical_cv(real_dir: str | Path, folds: int = 5, split: str = "stratified", *, grid: PeakGrid = PeakGrid(),
-                 crop_size: int = 200, progress: bool = False) -> pd.DataFrame:
-    """One row per fold, with the columns of ``cv.results.csv``: fitted on the fold's training images only.
-
-    The folds are :func:`instlib.count.cv.cross_validate`'s for the same ``folds`` and ``split``, so
-    the rows sit beside the deep models' in one table.
-    """
-    real, splits = real_folds(Path(real_dir), folds, split, progress=progress)
-    rows = []
-    for k, (train_idx, test_idx) in enumerate(splits):
-        tic = time.perf_counter()
-        _, m = fit_and_count(real.subset(train_idx), real.subset(test_idx), grid=grid, crop_size=crop_size)
-        rows.append({"source": SOURCE, "mix": "none", "fold": k, "seed": FOLD_SEED, "split": split, "excluded": 0,
-                     **{key: m[key] for key in ("mae", "rmse", "acp")},
-                     **{f"{key}_center": m["center"][key] for key in ("mae", "rmse", "acp")},
-                     "n_test": m["n"], "epochs": 0, "finetune_epochs": 0, "model": MODEL,
-                     "wall_s": time.perf_counter() - tic})
-    return pd.DataFrame(rows, columns=list(COLUMNS))

@@ -24,6 +24,7 @@ run, and any shard rebuilds ``results.csv`` from every finished run it finds.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -32,10 +33,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from instlib.count.classical import MODEL as CLASSICAL_MODEL
+from instlib.count.classical import fit_and_count
 from instlib.count.mix import get_mix
 from instlib.count.model import check_backbone
 from instlib.count.pipeline import ImageBank, load_bank
-from instlib.count.train import RunData, TrainConfig, read_json, run, source_samples, validation_split, write_json
+from instlib.count.train import (METRICS_FILE, PREDICTIONS_FILE, RunData, TrainConfig, read_json, run, source_samples,
+                                 validation_split, write_json)
 from instlib.data.atomic import atomic_open
 from instlib.data.folder import list_samples
 from instlib.data.provenance import drawn_from, sample_origins
@@ -44,6 +48,9 @@ from instlib.errors import DataError, InstlibError
 
 FOLD_SEED = 42
 REAL = "real"
+#: The classical baseline as a source of the grid: no training folders, no mixing, fitted per fold.
+CLASSICAL = "classical"
+BASELINES = (REAL, CLASSICAL)
 CV_FILE, RESULTS_FILE, SUMMARY_FILE, RESULT_FILE = "cv.json", "results.csv", "summary.csv", "result.json"
 METRICS = ("mae", "rmse", "acp", "mae_center", "rmse_center", "acp_center")
 COLUMNS = ("source", "mix", "fold", "seed", *METRICS, "n_test", "epochs", "finetune_epochs", "model", "head",
@@ -67,7 +74,7 @@ class Job:
 def grid(sources: Sequence[str], mixes: Sequence[str], folds: int, seeds: Sequence[int]) -> list[Job]:
     """Every run of the grid, in a fixed order (the order shards are taken from)."""
     return [Job(src, mix, k, seed) for src in sources for mix in mixes for k in range(folds) for seed in seeds
-            if not (src == REAL and mix != "none")]
+            if not (src in BASELINES and mix != "none")]
 
 
 def real_parts(names: Sequence[str], counts, real_dir: str | Path, split: str = "stratified", folds: int = 5
@@ -173,14 +180,15 @@ def cross_validate(real_dir: str | Path, out: str | Path, config: TrainConfig, *
     """Run the grid ``sources x mixes x folds x seeds`` on ``real_dir``; returns (and writes) ``results.csv``.
 
     ``sources`` maps a name to the folders to pre-train on; ``"real"`` (with no folders) trains on
-    the real training folds only. ``config.seed`` and ``config.mix`` are replaced per run.
+    the real training folds only, and ``"classical"`` (no folders) fits the classical baseline
+    (:mod:`instlib.count.classical`) on each fold's training images. ``config.seed`` and ``config.mix`` are replaced per run.
     """
     from instlib.runs.shard import take_shard
 
     sources = dict(sources or {REAL: []})
     for name, dirs in sources.items():
-        if (name == REAL) != (not dirs):
-            raise InstlibError(f"source '{name}': '{REAL}' means no pre-training folders; every other source "
+        if (name in BASELINES) != (not dirs):
+            raise InstlibError(f"source '{name}': {' and '.join(BASELINES)} take no pre-training folders; every other source "
                                "needs at least one folder")
         if "-" in name or "/" in name:
             raise InstlibError(f"source name '{name}' may not contain '-' or '/' (it names run folders)")
@@ -198,35 +206,62 @@ def cross_validate(real_dir: str | Path, out: str | Path, config: TrainConfig, *
         run_dir = out / "runs" / job.name
         if (run_dir / RESULT_FILE).is_file():
             continue
-        cfg = replace(config, seed=job.seed, mix=job.mix)
-        train_idx, test_idx = parts[job.fold]
-        source, excluded = None, 0
-        if job.source != REAL:
-            if job.source not in banks:
-                samples = source_samples(sources[job.source], config.max_images, config.seed)
-                banks[job.source] = (load_bank(samples, progress=progress, desc=f"decode {job.source}"),
-                                     sample_origins(samples))
-            bank, origin = banks[job.source]
-            leaks = drawn_from(origin, [real.names[i] for i in test_idx])
-            source, excluded = bank.subset(np.flatnonzero(~leaks)), int(leaks.sum())
-            if not len(source):
-                raise DataError(f"every image of source '{job.source}' was drawn from a test image of fold "
-                                f"{job.fold}; nothing is left to pre-train on", sources[job.source][0])
-        data = fold_data(real, (*_fit_val(real, real_dir, train_idx, cfg), test_idx), source, job.mix)
-        data.excluded = excluded
-        data.describe = {"real": str(real_dir), "source": job.source, "split": config.split,
-                         "source_folders": [str(d) for d in sources[job.source]], "fold": job.fold,
-                         "folds": len(parts)}
-        metrics = run(data, run_dir, cfg, progress=progress, device=device)
-        selected = list(metrics["selected_epochs"].items())
-        row = {"source": job.source, "mix": job.mix, "fold": job.fold, "seed": job.seed,
-               **{m: metrics[m] for m in ("mae", "rmse", "acp")},
-               **{f"{m}_center": metrics["center"][m] for m in ("mae", "rmse", "acp")},
-               "n_test": metrics["n"], "epochs": cfg.epochs,
-               "finetune_epochs": cfg.finetune_epochs if source is not None else 0,
-               "model": cfg.model, "head": cfg.head, "wall_s": metrics["wall_s"], "excluded": excluded,
-               "pretrain_epoch": metrics["selected_epochs"].get("pretrain"), "final_epoch": selected[-1][1],
-               "recipe": cfg.recipe, "split": cfg.split}
+        if job.source == CLASSICAL:
+            row = _classical_run(real, parts[job.fold], run_dir, job, config)
+        else:
+            row = _deep_run(real, real_dir, parts, job, config, sources, banks, run_dir, progress, device)
         write_json(run_dir / RESULT_FILE, row)
         _write_tables(out)
     return _write_tables(out)
+
+
+def _deep_run(real: ImageBank, real_dir: Path, parts: list, job: Job, config: TrainConfig,
+              sources: Mapping[str, Sequence[str | Path]], banks: dict, run_dir: Path, progress: bool,
+              device: str | None) -> dict:
+    """Train one deep run of the grid (pre-training on the source, minus its test-fold images); its row."""
+    cfg = replace(config, seed=job.seed, mix=job.mix)
+    train_idx, test_idx = parts[job.fold]
+    source, excluded = None, 0
+    if job.source != REAL:
+        if job.source not in banks:
+            samples = source_samples(sources[job.source], config.max_images, config.seed)
+            banks[job.source] = (load_bank(samples, progress=progress, desc=f"decode {job.source}"),
+                                 sample_origins(samples))
+        bank, origin = banks[job.source]
+        leaks = drawn_from(origin, [real.names[i] for i in test_idx])
+        source, excluded = bank.subset(np.flatnonzero(~leaks)), int(leaks.sum())
+        if not len(source):
+            raise DataError(f"every image of source '{job.source}' was drawn from a test image of fold "
+                            f"{job.fold}; nothing is left to pre-train on", sources[job.source][0])
+    data = fold_data(real, (*_fit_val(real, real_dir, train_idx, cfg), test_idx), source, job.mix)
+    data.excluded = excluded
+    data.describe = {"real": str(real_dir), "source": job.source, "split": config.split,
+                     "source_folders": [str(d) for d in sources[job.source]], "fold": job.fold,
+                     "folds": len(parts)}
+    metrics = run(data, run_dir, cfg, progress=progress, device=device)
+    selected = list(metrics["selected_epochs"].items())
+    return {"source": job.source, "mix": job.mix, "fold": job.fold, "seed": job.seed,
+           **{m: metrics[m] for m in ("mae", "rmse", "acp")},
+           **{f"{m}_center": metrics["center"][m] for m in ("mae", "rmse", "acp")},
+           "n_test": metrics["n"], "epochs": cfg.epochs,
+           "finetune_epochs": cfg.finetune_epochs if source is not None else 0,
+           "model": cfg.model, "head": cfg.head, "wall_s": metrics["wall_s"], "excluded": excluded,
+           "pretrain_epoch": metrics["selected_epochs"].get("pretrain"), "final_epoch": selected[-1][1],
+           "recipe": cfg.recipe, "split": cfg.split}
+
+
+def _classical_run(real: ImageBank, part: tuple[np.ndarray, np.ndarray], run_dir: Path, job: Job,
+                   config: TrainConfig) -> dict:
+    """The classical baseline on one fold: fitted on the fold's training images, counting its test images."""
+    tic = time.perf_counter()
+    train_idx, test_idx = part
+    predictions, metrics = fit_and_count(real.subset(train_idx), real.subset(test_idx), crop_size=config.crop_size)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_open(run_dir / PREDICTIONS_FILE, "w", newline="") as fh:
+        predictions.to_csv(fh, index=False)
+    write_json(run_dir / METRICS_FILE, metrics)
+    return {"source": CLASSICAL, "mix": job.mix, "fold": job.fold, "seed": job.seed,
+            **{m: metrics[m] for m in ("mae", "rmse", "acp")},
+            **{f"{m}_center": metrics["center"][m] for m in ("mae", "rmse", "acp")},
+            "n_test": metrics["n"], "epochs": 0, "finetune_epochs": 0, "model": CLASSICAL_MODEL, "head": None,
+            "wall_s": time.perf_counter() - tic, "excluded": 0, "recipe": None, "split": config.split}

@@ -18,7 +18,8 @@ from instlib.runs.profiles import Profile
 
 METRICS = ("mae", "rmse", "acp")
 #: Source names used for run folders (no '-') and the names the paper and the figures use.
-SOURCE_LABELS = {"real": "real", "synhc": "Syn-HC", "cell200": "Cell200-s", "inst": "InST"}
+SOURCE_LABELS = {"real": "real", "synhc": "Syn-HC", "cell200": "Cell200-s", "inst": "InST",
+                 "classical": "classical (no training)"}
 SOURCE_ORDER = list(SOURCE_LABELS.values())
 
 
@@ -128,6 +129,16 @@ def statement(summary: pd.DataFrame, profile: Profile, *, cell200: bool | None =
         shows.append(f"Against real data only ({mean_std(*real)}), InST pre-training was "
                      f"{'better' if better else 'not better'} in this run (the paper: 25.95 against 27.74)."
                      + ("" if separated else " This difference, too, is within the spread over folds."))
+    classical = _get(summary, SOURCE_LABELS["classical"])
+    deep = {s: v for s in ("real", "Syn-HC", "Cell200-s", "InST") if (v := _get(summary, s))}
+    if classical and deep:
+        best = min(deep, key=lambda s: deep[s][0])
+        beats = deep[best][0] < classical[0]
+        separated = abs(deep[best][0] - classical[0]) > deep[best][1] + classical[1]
+        shows.append(f"The classical counter (Gaussian smoothing and local maxima, three parameters fitted on each "
+                     f"fold's training images) scored {mean_std(*classical)}; the best deep model ({best}) "
+                     f"{'beat' if beats else 'did not beat'} it with {mean_std(*deep[best])}"
+                     + ("." if separated else ", within the spread over folds."))
     if not shows:
         shows.append("This run has no counting results to compare.")
     if profile.random_diffusion:
@@ -209,12 +220,13 @@ def protocol_table(cv_dir) -> pd.DataFrame:
 
 
 def protocol(cv_dir) -> dict:
-    """Recipe, split, number of folds, density head, and the synthetic images excluded (once per source and fold)."""
+    """Recipe, split, number of folds, counting head, and the synthetic images excluded (once per source and fold)."""
     settings = json.loads((Path(cv_dir) / "cv.json").read_text())
     table = protocol_table(cv_dir)
     excluded = table.groupby(["source", "fold"])["excluded"].max().sum() if "excluded" in table else 0
     return {"recipe": settings["config"].get("recipe", "instlib"),
             "split": settings["config"].get("split", "stratified"), "folds": settings["folds"],
+            "head": settings["config"].get("head") or "regression",
             "density": bool(settings["config"].get("density")), "excluded": int(excluded)}
 
 
@@ -222,8 +234,11 @@ def protocol_statement(cv_dir) -> list[str]:
     """Plain sentences saying which recipe, split and exclusions produced the numbers of ``cv_dir``."""
     p, table = protocol(cv_dir), protocol_table(cv_dir)
     out = [f"Counting recipe: '{p['recipe']}'; split: {SPLIT_WORDS[p['split']].format(folds=p['folds'])}; "
-           + ("every run trained with the density head and its loss, so the mixing variants differ in the mixing only."
-              if p["density"] else "no run used the density head.")]
+           + ("every deep run counted with the density-map head (U-Net decoder, Gaussian targets), so the mixing "
+              "variants differ in the mixing only." if p["head"] == "density" else
+              "every deep run counted with the paper's regression head"
+              + (" and its 1x1 density helper, so the mixing variants differ in the mixing only." if p["density"]
+                 else "."))]
     synthetic = table[table["source"] != "real"]
     if len(synthetic) and "excluded" in synthetic:
         per_fold = synthetic.groupby("fold")["excluded"].max()
