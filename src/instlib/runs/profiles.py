@@ -86,6 +86,13 @@ class Profile:
     transfer_tiling: str = "blend"
     """``blend`` (overlapping tiles at the content's own scale) or ``grid`` (the authors' non-overlapping tiles)."""
     # -- counting -----------------------------------------------------------------------------
+    count_recipe: str = "instlib"
+    """``instlib`` (density-map counter, this project's defaults) or ``authors`` (the authors' counting code:
+    the pooled regressor, dropout and drop-path 0.2, StepLR, IDCIA normalisation); see instlib.count.recipes."""
+    count_head: str | None = None
+    """``density`` or ``regression``; None: the recipe's."""
+    count_split: str = "stratified"
+    """``stratified`` (k-fold by count) or ``official`` (the real folder's own train / val / test split)."""
     count_model: str = "efficientnet_b0"
     """timm model name."""
     count_pretrained: bool = False
@@ -93,7 +100,10 @@ class Profile:
     epochs: int = 2
     """Pre-training epochs on the source."""
     finetune_epochs: int = 2
-    count_lr: float = 1e-4
+    count_lr: float | None = None
+    """None: the recipe's (1e-3 for instlib, 1e-4 for authors)."""
+    crops_per_epoch: int | None = None
+    """Random crops per epoch; 0 = one pass over the images; None: the recipe's."""
     count_batch_size: int = 8
     crop_size: int = 64
     folds: int = 5
@@ -208,39 +218,43 @@ SMOKE = Profile(
     diffusion_model="tiny", image_encoder=None, density_categories=((0, 14), (15, 100_000)),
     style_steps=20, style_resolution=64, transfer_strength=0.7, transfer_steps=10, guidance=10.0,
     strength_sweep=(0.3, 0.7, 0.9), n_sweep=2,
-    count_model="test_efficientnet", count_pretrained=False, epochs=1, finetune_epochs=1,
-    count_batch_size=8, crop_size=32, folds=2, seeds=(42,), mixes=("none", "cutmix", "dacs"),
+    count_recipe="instlib", count_model="test_efficientnet", count_pretrained=False, epochs=1, finetune_epochs=1,
+    crops_per_epoch=16, count_batch_size=8, crop_size=32, folds=2, seeds=(42,), mixes=("none", "cutmix", "dacs"),
     cell200=None, device="cpu",
 )
 
 DEMO = Profile(
     name="demo",
-    description="A laptop, offline: the cached Stable Diffusion v1.4 when there is one (else a tiny random "
-                "model), simulated fluorescence images as the real domain, EfficientNet-B0 trained from "
-                "scratch (hence lr 1e-3) in 3-fold cross-validation. Shows the whole pipeline and its "
-                "figures; its numbers are not the paper's.",
+    description="A laptop, offline: the cached Stable Diffusion v1.4 when there is one (else a diffusion "
+                "prior trained in the run on its real images), simulated fluorescence images as the real "
+                "domain, an EfficientNet-B0 density-map counter trained from scratch in 3-fold "
+                "cross-validation. Shows the method and its figures; its numbers are not the paper's.",
     budget="under 20 minutes on 2 CPU cores, offline",
     real_data="simulate", n_real=36, image_size=128, cells=(5, 80), cell_size=11, gradual_steps=6,
     diffusion_model="auto", image_encoder=None, density_categories=((0, 29), (30, 100_000)),
     style_steps=50, style_resolution=128, transfer_strength=0.7, transfer_steps=16, guidance=10.0,
     strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=2,
-    count_model="efficientnet_b0", count_pretrained=False, epochs=15, finetune_epochs=15, count_lr=1e-3,
-    count_batch_size=8, crop_size=64, folds=3, seeds=(42,), mixes=("none", "cutmix", "dacs"),
+    count_recipe="instlib", count_model="efficientnet_b0", count_pretrained=False, epochs=10, finetune_epochs=10,
+    crops_per_epoch=64, count_batch_size=8, crop_size=64, folds=3, seeds=(42,), mixes=("none", "cutmix", "dacs"),
     cell200=None, device=None,
 )
 
 PAPER = Profile(
     name="paper",
-    description="The paper's setting: Stable Diffusion v1.4 with the CLIP ViT-L/14 image encoder, ImageNet "
-                "EfficientNet-B0, IDCIA, 5-fold cross-validation. Needs a GPU and internet.",
+    description="The paper's setting: Stable Diffusion v1.4 with the CLIP ViT-L/14 image encoder and the "
+                "authors' CLIP input, DAPI images, ImageNet EfficientNet-B0 regression trained with the "
+                "authors' recipe on IDCIA's official split; mixing is the authors' 'DACS with CutMix' "
+                "(CutMix; DACS with pseudo-labels needs a density output: --set count_head=density). "
+                "Needs a GPU and internet.",
     budget="hours on one GPU",
     real_data="idcia", n_real=0, image_size=800, cells=(1, 300), cell_size=15, gradual_steps=10,
     diffusion_model=SD14, image_encoder=CLIP_L14,
     density_categories=((0, 49), (50, 149), (150, 100_000)),
     style_steps=1000, style_resolution=512, transfer_strength=0.7, transfer_steps=50, guidance=10.0,
     strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=4, reference_clip_input=True, stain="DAPI",
-    count_model="efficientnet_b0", count_pretrained=True, epochs=100, finetune_epochs=100,
-    count_batch_size=8, crop_size=200, folds=5, seeds=(42,), mixes=("none", "cutmix", "dacs"),
+    count_recipe="authors", count_split="official", count_model="efficientnet_b0", count_pretrained=True,
+    epochs=25, finetune_epochs=25, count_batch_size=8, crop_size=200, folds=5, seeds=(42,),
+    mixes=("none", "cutmix"),
     cell200=None, device=None,
 )
 
