@@ -95,8 +95,10 @@ def test_style_image_steers_the_output(trained, domains):
     bright = stylize_images(comps, token, content, [_images(domains, "bright1")], cfg, seeds=[5])[0].astype(float)
     assert np.abs(bright - dim).mean() > 1.0  # well above the <= 1 level of float rounding
     no_guidance = TransferConfig(resolution=RES, steps=20, strength=0.9, guidance=1.0, adain=False)
-    plain = stylize_images(comps, token, content, [_images(domains, "bright1")], no_guidance, seeds=[5])[0]
-    assert np.abs(plain.astype(float) - bright).mean() > 1.0
+    strong = TransferConfig(resolution=RES, steps=20, strength=0.9, guidance=10.0, adain=False)
+    plain, guided = (stylize_images(comps, token, content, [_images(domains, "bright1")], c, seeds=[5])[0]
+                     for c in (no_guidance, strong))
+    assert np.abs(plain.astype(float) - guided).mean() > 1.0
 
 
 def _weights(folder):
