@@ -224,7 +224,7 @@ def style_prior(
     real: Annotated[list[Path], typer.Option(help="Real image folder (repeat for several); points are never read.")],
     out: Annotated[Path, typer.Option(help="Folder to write the prior to (diffusers layout); use it as --model.")],
     resolution: Annotated[int, typer.Option(help="Square training crop size in pixels.")] = 64,
-    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 800,
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 600,
     batch_size: Annotated[int, typer.Option(help="Crops per step.")] = 16,
     seed: Seed = 0,
     device: DeviceOpt = None,

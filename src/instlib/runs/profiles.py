@@ -65,7 +65,7 @@ class Profile:
     the cached SD v1.4 when present, else ``prior``."""
     image_encoder: str | None = None
     """CLIP image encoder id or folder; None = the one that goes with ``diffusion_model``."""
-    prior_steps: int = 800
+    prior_steps: int = 600
     """Diffusion prior (``diffusion_model="prior"``): optimiser steps."""
     prior_resolution: int = 64
     """Diffusion prior: square training crop size (pixels); also its transfer resolution."""

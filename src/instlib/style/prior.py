@@ -66,7 +66,7 @@ TOKEN = "token.safetensors"
 class PriorConfig:
     """Settings of one prior. The defaults train on 10 images of 768 x 1024 in minutes on 2 CPU cores."""
 
-    steps: int = 800
+    steps: int = 600
     resolution: int = 64
     batch_size: int = 16
     lr: float = 1e-3
