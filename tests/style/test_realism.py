@@ -7,11 +7,19 @@ import pandas as pd
 import pytest
 
 from instlib.data.images import write_image
+from instlib.data.simulate import colorize, render_fluorescence
+from instlib.data.synth import image_rng
 from instlib.errors import DataError
 from instlib.style.realism import realism
 from style_helpers import random_uint8
 
-from conftest import make_real
+
+def make_real(root, counts):
+    """Simulated fluorescence images (no points: realism never reads them)."""
+    for n in counts:
+        img, _ = render_fluorescence(n, (48, 64), image_rng(7, f"{root.name}{n}"))
+        write_image(root / "images" / f"field{n}.png", colorize(img, "dapi"))
+    return root
 
 
 def test_separable_fakes_score_high_and_lookalikes_lower(tmp_path):
