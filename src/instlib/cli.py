@@ -108,6 +108,16 @@ def _report_import(out: Path) -> None:
 # ---------------------------------------------------------------- synthesis
 
 
+def _cell_size(text: str, auto: bool) -> float | str:
+    if text == "auto" and auto:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise typer.BadParameter(f"--cell-size must be a number{' or auto' if auto else ' (auto needs --from-points)'}, "
+                                 f"got {text!r}") from None
+
+
 @app.command()
 def synth(
     out: Annotated[Path, typer.Option(help="Output folder.")],
@@ -116,7 +126,8 @@ def synth(
     n: Annotated[Optional[int], typer.Option(help="Random layouts: number of images.")] = None,
     size: Annotated[Optional[tuple[int, int]], typer.Option(help="Canvas H W (default: the real image's).")] = None,
     cells: Annotated[Optional[tuple[int, int]], typer.Option(help="Random layouts: cells per image, LO HI.")] = None,
-    cell_size: Annotated[float, typer.Option(help="Cell size cs: semi-axes ~ U[0.4 cs, 0.6 cs).")] = 15.0,
+    cell_size: Annotated[str, typer.Option(help="Cell size cs: semi-axes ~ U[0.4 cs, 0.6 cs); 'auto' (with "
+                                                "--from-points): measured on the real images at their points.")] = "15",
     seed: Seed = 0,
     workers: Annotated[int, typer.Option(help="Processes (output does not depend on it).")] = 1,
     shard: ShardOpt = None,
@@ -128,10 +139,10 @@ def synth(
     if from_points is not None:
         if n is not None or cells is not None:
             raise typer.BadParameter("--n/--cells are for random layouts; drop them with --from-points")
-        path = syn.synthesize_from_points(from_points, out, cell_size=cell_size, seed=seed, steps=steps, size=size,
+        path = syn.synthesize_from_points(from_points, out, cell_size=_cell_size(cell_size, auto=True), seed=seed, steps=steps, size=size,
                                           overwrite=overwrite, workers=workers, shard=_shard(shard))
     elif n is not None and size is not None and cells is not None:
-        path = syn.synthesize_random(out, n, size, cells, cell_size=cell_size, seed=seed, overwrite=overwrite,
+        path = syn.synthesize_random(out, n, size, cells, cell_size=_cell_size(cell_size, auto=False), seed=seed, overwrite=overwrite,
                                      workers=workers, shard=_shard(shard))
     else:
         raise typer.BadParameter("give --from-points REALDIR, or --n N --size H W --cells LO HI")
@@ -250,6 +261,44 @@ def style_transfer(
                            resolution=resolution, tiling=tiling, select=_select(stain, names), shard=_shard(shard),
                            overwrite=overwrite)
     typer.echo(f"wrote {path}")
+
+
+@style_app.command("prior")
+def style_prior(
+    real: Annotated[list[Path], typer.Option(help="Real image folder (repeat for several); points are never read.")],
+    out: Annotated[Path, typer.Option(help="Folder to write the prior to (diffusers layout); use it as --model.")],
+    resolution: Annotated[int, typer.Option(help="Square training crop size in pixels.")] = 64,
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 600,
+    batch_size: Annotated[int, typer.Option(help="Crops per step.")] = 16,
+    seed: Seed = 0,
+    device: DeviceOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start afresh instead of resuming.")] = False,
+) -> None:
+    """Train a diffusion prior from scratch on real images (rerun the same command to resume)."""
+    from instlib.style.models import default_device
+    from instlib.style.prior import PriorConfig, train_prior
+
+    config = PriorConfig(steps=steps, resolution=resolution, batch_size=batch_size, seed=seed)
+    path = train_prior(real, out, config, device=device or default_device(), overwrite=overwrite)
+    typer.echo(f"wrote {path}")
+
+
+@style_app.command("realism")
+def style_realism(
+    real: Annotated[Path, typer.Option(help="Real image folder.")],
+    fake: Annotated[list[Path], typer.Option(help="Synthetic image folder (repeat for several).")],
+    out: Annotated[Path, typer.Option(help="CSV to write (one row per fake folder).")],
+    folds: Annotated[int, typer.Option(help="Cross-validation folds (split by image).")] = 5,
+    crop: Annotated[int, typer.Option(help="Crop size in pixels.")] = 64,
+    seed: Seed = 0,
+) -> None:
+    """Real-vs-fake classifier accuracy (0.5 = indistinguishable, 1.0 = trivially separable)."""
+    from instlib.style.realism import realism
+
+    table = realism(real, fake, folds=folds, crop=crop, seed=seed, out=out)
+    for row in table.itertuples():
+        typer.echo(f"{row.fake}: realism accuracy {row.accuracy:.3f} +- {row.std:.3f} ({row.folds} folds)")
+    typer.echo(f"wrote {out}")
 
 
 @style_app.command("filter")

@@ -74,10 +74,10 @@ def test_parse_overrides():
         parse_overrides(["novalue"])
 
 
-def test_auto_model_falls_back_to_tiny_without_a_cached_sd14(monkeypatch):
+def test_auto_model_falls_back_to_a_trained_prior_without_a_cached_sd14(monkeypatch):
     monkeypatch.setattr(prof, "cached_sd14", lambda: None)
-    assert resolve_models(PROFILES["demo"]).diffusion_model == "tiny"
-    assert resolve_models(PROFILES["demo"]).random_diffusion
+    assert resolve_models(PROFILES["demo"]).diffusion_model == prof.PRIOR
+    assert not resolve_models(PROFILES["demo"]).random_diffusion
     monkeypatch.setattr(prof, "cached_sd14", lambda: "/cache/sd14")
     demo = resolve_models(PROFILES["demo"])
     assert demo.diffusion_model == prof.SD14 and demo.image_encoder == prof.CLIP_L14

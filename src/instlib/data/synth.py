@@ -21,6 +21,7 @@ import numpy as np
 from scipy.special import ndtri
 from tqdm.auto import tqdm
 
+from instlib.data.cellsize import estimate_cell_size
 from instlib.data.folder import IMAGES, POINTS, prepare_output, validate_folder, write_manifest
 from instlib.data.images import image_size, write_image
 from instlib.data.maps import rescale_points
@@ -137,7 +138,7 @@ def _run(jobs: list[_Job], out: Path, seed: int, config: SynHCConfig, workers: i
     return out
 
 
-def synthesize_from_points(real_dir: str | Path, out: str | Path, cell_size: float = 15.0, seed: int = 0,
+def synthesize_from_points(real_dir: str | Path, out: str | Path, cell_size: float | str = 15.0, seed: int = 0,
                            steps: int | None = None, size: tuple[int, int] | None = None,
                            overwrite: bool = False, workers: int = 1, shard: tuple[int, int] | None = None,
                            progress: bool = True) -> Path:
@@ -146,8 +147,12 @@ def synthesize_from_points(real_dir: str | Path, out: str | Path, cell_size: flo
     ``size=(H, W)`` draws on a canvas of that size with the points rescaled onto it (the paper's
     800 x 800); by default the canvas is the real image's size. ``steps=K`` makes the gradual
     series instead: ``K`` images per real image named ``<name>_gKK`` with the first ``n_k`` cells.
+    ``cell_size="auto"``: measured on the real images at their points (:mod:`instlib.data.cellsize`).
     """
-    config = SynHCConfig(cell_size=cell_size)
+    estimated = cell_size == "auto"
+    if estimated:
+        cell_size = estimate_cell_size(real_dir)
+    config = SynHCConfig(cell_size=float(cell_size))
     samples = validate_folder(real_dir)  # every problem is found before anything is written
     jobs = []
     for s in samples:
@@ -162,7 +167,8 @@ def synthesize_from_points(real_dir: str | Path, out: str | Path, cell_size: flo
         else:
             jobs.append(_Job(s.name, pts, shape, s.name))
     settings = {"mode": "gradual" if steps else "from-points", "real_dir": str(Path(real_dir).resolve()),
-                "steps": steps, "size": list(size) if size else None, "seed": seed, **asdict(config)}
+                "steps": steps, "size": list(size) if size else None, "seed": seed, "cell_size_estimated": estimated,
+                **asdict(config)}
     prepare_output(out, "synth", settings, overwrite)
     return _run(jobs, Path(out), seed, config, workers, shard, progress)
 

@@ -32,6 +32,7 @@ from instlib.errors import InstlibError
 
 #: Model names :func:`instlib.style.load_components` builds with random weights (no scientific value).
 RANDOM_MODELS = ("tiny", "sd14-random")
+PRIOR = "prior"  # placeholder for the diffusion prior a run trains on its own real images
 #: The diffusion model of the paper and the id the ``demo`` profile looks for in the local cache.
 SD14 = "CompVis/stable-diffusion-v1-4"
 CLIP_L14 = "openai/clip-vit-large-patch14"
@@ -61,10 +62,17 @@ class Profile:
     data_seed: int = 0
     # -- style (InST) -------------------------------------------------------------------------
     diffusion_model: str = "tiny"
-    """``tiny``, ``sd14-random`` (random weights), a hub id, a local folder, or ``auto``:
-    the cached SD v1.4 when present, else ``tiny``."""
+    """``tiny``, ``sd14-random`` (random weights), a hub id, a local folder, ``prior`` (a diffusion prior
+    trained in this run on its real images; notebook 02 replaces it by the prior's folder), or ``auto``:
+    the cached SD v1.4 when present, else ``prior``."""
     image_encoder: str | None = None
     """CLIP image encoder id or folder; None = the one that goes with ``diffusion_model``."""
+    prior_steps: int = 600
+    """Diffusion prior (``diffusion_model="prior"``): optimiser steps."""
+    prior_resolution: int = 64
+    """Diffusion prior: square training crop size (pixels); also its transfer resolution."""
+    prior_batch_size: int = 16
+    """Diffusion prior: crops per step."""
     density_categories: tuple[tuple[int, int], ...] = ((0, 100_000),)
     """One style token per category of cell counts ``lo <= count <= hi`` (categories without real images are skipped)."""
     style_steps: int = 100
@@ -303,11 +311,11 @@ def cached_sd14(cache_dir: str | None = None) -> str | None:
 
 
 def resolve_models(profile: Profile) -> Profile:
-    """Resolve ``diffusion_model="auto"``: the cached SD v1.4 when present, else ``tiny``."""
+    """Resolve ``diffusion_model="auto"``: the cached SD v1.4 when present, else ``prior`` (trained in the run)."""
     if profile.diffusion_model != "auto":
         return profile
     local = cached_sd14()
     if local is None:
-        return dataclasses.replace(profile, diffusion_model="tiny")
+        return dataclasses.replace(profile, diffusion_model=PRIOR)
     return dataclasses.replace(profile, diffusion_model=SD14,
                                image_encoder=profile.image_encoder or CLIP_L14)

@@ -23,6 +23,7 @@ from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLI
                           CLIPVisionModelWithProjection)
 
 from instlib.errors import InstlibError
+from instlib.style.pixelspace import PixelSpace
 
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 DEFAULT_IMAGE_ENCODER = "openai/clip-vit-large-patch14"
@@ -40,6 +41,10 @@ _SD_FILES = ["scheduler/*.json", "tokenizer/*", "text_encoder/config.json", "tex
              "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
              "vae/diffusion_pytorch_model.safetensors", "image_encoder/*.json", "image_encoder/model.safetensors"]
 _CLIP_FILES = ["config.json", "preprocessor_config.json", "model.safetensors"]
+
+# Autoencoder classes a model folder may name in vae/config.json's _class_name: SD's VAE, or the exact
+# pixel-space identity of a prior trained from scratch (instlib.style.prior).
+AUTOENCODERS: dict[str, type] = {"AutoencoderKL": AutoencoderKL, "PixelSpace": PixelSpace}
 
 
 @dataclass
@@ -197,6 +202,13 @@ def _resolve(name: str, patterns: list[str]) -> Path:
     return _snapshot(name, patterns)
 
 
+def _autoencoder(root: Path) -> type:
+    name = json.loads((root / "vae" / "config.json").read_text()).get("_class_name", "AutoencoderKL")
+    if name not in AUTOENCODERS:
+        raise InstlibError(f"has an autoencoder of class {name!r}; known: {', '.join(AUTOENCODERS)}", root / "vae")
+    return AUTOENCODERS[name]
+
+
 def _load_dir(root: Path, image_encoder: str | None, dtype: torch.dtype) -> StyleComponents:
     missing = [s for s in SUBFOLDERS if not (root / s).is_dir()]
     if missing:
@@ -208,7 +220,7 @@ def _load_dir(root: Path, image_encoder: str | None, dtype: torch.dtype) -> Styl
     try:
         parts = dict(
             unet=UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=dtype, use_safetensors=True),
-            vae=AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=dtype, use_safetensors=True),
+            vae=_autoencoder(root).from_pretrained(root, subfolder="vae", torch_dtype=dtype, use_safetensors=True),
             text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder", dtype=dtype,
                                                        use_safetensors=True, attn_implementation="sdpa"),
             tokenizer=CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),

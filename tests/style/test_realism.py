@@ -1,0 +1,46 @@
+"""The realism score: a cross-validated real-vs-fake classifier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from instlib.data.images import write_image
+from instlib.data.simulate import colorize, render_fluorescence
+from instlib.data.synth import image_rng
+from instlib.errors import DataError
+from instlib.style.realism import realism
+from style_helpers import random_uint8
+
+
+def make_real(root, counts):
+    """Simulated fluorescence images (no points: realism never reads them)."""
+    for n in counts:
+        img, _ = render_fluorescence(n, (48, 64), image_rng(7, f"{root.name}{n}"))
+        write_image(root / "images" / f"field{n}.png", colorize(img, "dapi"))
+    return root
+
+
+def test_separable_fakes_score_high_and_lookalikes_lower(tmp_path):
+    real = make_real(tmp_path / "real", counts=(3, 8, 14, 20, 5, 11))
+    alike = make_real(tmp_path / "alike", counts=(4, 9, 13, 19, 6, 12))
+    noise = tmp_path / "noise"
+    for i in range(6):
+        write_image(noise / "images" / f"n{i}.png", random_uint8((48, 64, 3), i))
+    table = realism(real, [alike, noise], folds=3, crop=32, steps=60, out=tmp_path / "r.csv", progress=False)
+    acc = dict(zip(table["fake"], table["accuracy"]))
+    assert acc[str(noise)] > 0.9
+    assert acc[str(alike)] < acc[str(noise)] - 0.2
+    assert (table["folds"] == 3).all() and (table["images"] == 6).all() and (table["std"] >= 0).all()
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "r.csv"), table)
+
+
+def test_refuses_too_few_or_too_small_images(tmp_path):
+    real = make_real(tmp_path / "real", counts=(3, 8))
+    one = tmp_path / "one"
+    write_image(one / "images" / "a.png", np.zeros((48, 64, 3), np.uint8))
+    with pytest.raises(DataError, match="at least 2"):
+        realism(real, one, crop=32, progress=False)
+    with pytest.raises(DataError, match="smaller than the crop"):
+        realism(real, real, crop=128, progress=False)
