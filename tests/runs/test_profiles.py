@@ -16,7 +16,8 @@ from instlib.runs.profiles import PROFILES, Profile, get_profile, parse_override
 
 def test_registry_has_the_three_profiles_of_the_design():
     assert list(PROFILES) == ["smoke", "demo", "paper"]
-    assert PROFILES["smoke"].random_diffusion and PROFILES["smoke"].simulated_data
+    assert PROFILES["smoke"].diffusion_model == "prior" and not PROFILES["smoke"].random_diffusion
+    assert PROFILES["smoke"].simulated_data
     assert PROFILES["demo"].diffusion_model == "auto"
     paper = PROFILES["paper"]
     assert paper.diffusion_model == "CompVis/stable-diffusion-v1-4"

@@ -47,7 +47,7 @@ def test_beside_paper_marks_derived_and_missing_numbers():
 
 
 def test_statement_is_plain_about_what_a_smoke_run_cannot_show():
-    smoke = get_profile("smoke")
+    smoke = get_profile("smoke", diffusion_model="tiny")
     shows, not_shows = results.statement(_summary(real=10.0, **{"Syn-HC": 12.0, "InST": 11.5}), smoke,
                                          cell200=False)
     assert "about the same" not in shows[0] and "4% lower" in shows[0] and "does not separate" in shows[0]
@@ -83,12 +83,15 @@ def test_metrics_table_and_finite_check():
 def test_banner_and_description_follow_the_profile():
     smoke = get_profile("smoke")
     box = banner(smoke)
-    assert box is not None and "random weights" in box._repr_html_() and "simulator" in box._repr_html_()
+    assert box is not None and "diffusion prior trained in notebook 2" in box._repr_html_()
+    assert "simulator" in box._repr_html_() and "random weights" not in box._repr_html_()
+    assert "random weights" in banner(get_profile("smoke", diffusion_model="tiny"))._repr_html_()
     assert 'class="admonition warning"' in box._repr_html_()
     assert banner(get_profile("paper")) is None
     assert banner(get_profile("paper", diffusion_model="sd14-random")) is not None
     line = describe(smoke)
     assert "profile **smoke**" in line and "12 images of 64 px" in line and "test_efficientnet" in line
+    assert "diffusion prior trained in this run" in line and "30 steps on 32 px crops" in line
 
 
 def test_real_data_from_a_folder_subset_and_pointer(tmp_path):

@@ -234,6 +234,30 @@ def fidelity_plot(df: pd.DataFrame, *, x: str = "strength", title: str | None = 
     return fig
 
 
+def realism_plot(sweep: pd.DataFrame, baselines: Mapping[str, tuple[float, float]], *, x: str = "strength",
+                 title: str | None = None):
+    """Real-vs-synthetic classifier accuracy against transfer strength (0.5 = indistinguishable).
+
+    ``sweep`` has columns ``x``, ``accuracy``, ``std``; ``baselines`` maps a label (e.g. Syn-HC) to its
+    ``(accuracy, std)``, drawn as a dashed line with its band.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    ax.errorbar(sweep[x], sweep["accuracy"], yerr=sweep["std"], marker="o", capsize=3, label="InST")
+    for i, (label, (acc, std)) in enumerate(baselines.items()):
+        ax.axhline(acc, color=f"C{i + 1}", ls="--", lw=1, label=label)
+        ax.axhspan(acc - std, acc + std, color=f"C{i + 1}", alpha=0.12, lw=0)
+    ax.axhline(0.5, color="0.5", ls=":", lw=1, label="chance")
+    ax.set_xlabel("transfer strength")
+    ax.set_ylabel("real-vs-synthetic accuracy")
+    ax.set_ylim(0.4, 1.02)
+    ax.legend(fontsize=8, loc="lower left")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def density_figure(folder: str | Path, maps_dir: str | Path, names: Sequence[str], *, size: float = 2.2,
                    title: str | None = None):
     """One row per image: the image, its true points, and the predicted density map with its sum.

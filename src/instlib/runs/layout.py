@@ -10,7 +10,7 @@
     RUN/data/gradual          the gradual-count series
     RUN/data/inst             Syn-HC restyled by InST
     RUN/data/cell200          Cell200-s when the profile uses it
-    RUN/style/                style tokens, loss curves, strength sweep, ablations
+    RUN/style/                the diffusion prior (offline), style tokens, loss curves, strength sweep, ablations
     RUN/count/                counting runs: cross-validation, mixing ablations
     RUN/figures/              every figure the notebooks show, as PNG
     RUN/book/_build/html      the built book
@@ -64,6 +64,15 @@ class RunLayout:
     @property
     def tokens(self) -> Path:
         return self.style / "tokens"
+
+    @property
+    def prior(self) -> Path:
+        """The diffusion prior a run trains on its real images (``diffusion_model="prior"``)."""
+        return self.style / "prior"
+
+    @property
+    def realism(self) -> Path:
+        return self.style / "realism.csv"
 
     @property
     def models(self) -> Path:

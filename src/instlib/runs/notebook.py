@@ -22,7 +22,7 @@ import numpy as np
 from instlib.data.atomic import atomic_open, atomic_path
 from instlib.errors import InstlibError
 from instlib.runs.layout import RunLayout
-from instlib.runs.profiles import Profile, get_profile, resolve_models
+from instlib.runs.profiles import PRIOR, Profile, get_profile, resolve_models
 
 
 def setup(profile: str = "demo", run_dir: str | Path | None = None, **parameters: Any) -> tuple[Profile, RunLayout]:
@@ -78,6 +78,9 @@ def _split_note(folder: Path) -> str:
 
 def diffusion_label(profile: Profile) -> str:
     m = profile.diffusion_model
+    if m == PRIOR:
+        return (f"a diffusion prior trained in this run on its real images ({profile.prior_steps} steps on "
+                f"{profile.prior_resolution} px crops; pixel space), not Stable Diffusion v1.4")
     if m == "tiny":
         return "a tiny diffusion model with random weights"
     if m == "sd14-random":
@@ -129,6 +132,11 @@ def banner(profile: Profile, *, about: tuple[str, ...] = ("diffusion", "data")) 
         notes.append(f"The diffusion model of this run ({profile.diffusion_model}) has random weights, so the "
                      "'InST' images below only show that the pipeline runs end to end: they have no scientific "
                      "value, and neither do the counting results that use them.")
+    if "diffusion" in about and profile.diffusion_model == PRIOR:
+        notes.append("The diffusion model of this run is not Stable Diffusion v1.4 (not in the local cache): it is a "
+                     f"small diffusion prior trained in notebook 2 on this run's real images, without their labels "
+                     f"({profile.prior_steps} steps on {profile.prior_resolution} px crops). InST runs on it "
+                     "unchanged; its images show the method on a model of this data, not the paper's model.")
     if "data" in about and profile.simulated_data:
         notes.append("The 'real' images of this run come from the offline simulator (instlib.data.simulate), "
                      "not from IDCIA: the numbers measure the pipeline on simulated data, not the paper's claims.")
@@ -145,6 +153,17 @@ def header(profile: Profile, *parts: str, about: tuple[str, ...] = ("diffusion",
     if box is not None:
         display(box)
     display(Markdown("This page: " + describe(profile, *parts)))
+
+
+def diffusion_model(profile: Profile, layout: RunLayout) -> tuple[str, int]:
+    """``(model, resolution)`` for :func:`instlib.style.load_components` and the style stages: the run's
+    trained prior folder and its crop size for ``diffusion_model="prior"``, else the profile's own."""
+    if profile.diffusion_model == PRIOR:
+        if not (layout.prior / "prior.json").is_file():
+            raise InstlibError("has no trained diffusion prior yet: run notebook 02_style_token first with the "
+                               "same run_dir", layout.root)
+        return str(layout.prior), profile.prior_resolution
+    return profile.diffusion_model, profile.style_resolution
 
 
 # ---------------------------------------------------------------- data glue

@@ -83,6 +83,8 @@ class Profile:
     guidance: float = 10.0
     strength_sweep: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
     n_sweep: int = 2
+    realism_images: int = 12
+    """Images restyled per strength of the sweep (the realism and fidelity curves; galleries show ``n_sweep``)."""
     """Images shown in the strength sweep and the ablation figures."""
     style_seed: int = 42
     reference_clip_input: bool = False
@@ -219,13 +221,13 @@ def _type_name(hint: Any) -> str:
 
 SMOKE = Profile(
     name="smoke",
-    description="CI and tests: tiny random models and tiny simulated images; checks that everything runs, "
-                "measures nothing.",
+    description="CI and tests: a diffusion prior trained for a few seconds, tiny counting models and tiny "
+                "simulated images; checks that everything runs, measures nothing.",
     budget="the whole reproduction in under 5 minutes on 2 CPU cores, offline",
     real_data="simulate", n_real=12, image_size=64, cells=(3, 30), cell_size=9, gradual_steps=4,
-    diffusion_model="tiny", image_encoder=None, density_categories=((0, 14), (15, 100_000)),
-    style_steps=20, style_resolution=64, transfer_strength=0.7, transfer_steps=10, guidance=10.0,
-    strength_sweep=(0.3, 0.7, 0.9), n_sweep=2,
+    diffusion_model="prior", prior_steps=30, prior_resolution=32, prior_batch_size=8, image_encoder=None,
+    density_categories=((0, 14), (15, 100_000)), style_steps=20, style_resolution=64, transfer_strength=0.7, transfer_steps=10, guidance=10.0,
+    strength_sweep=(0.3, 0.7, 0.9), n_sweep=2, realism_images=6,
     count_recipe="instlib", count_model="test_efficientnet", count_pretrained=False, epochs=1, finetune_epochs=1,
     crops_per_epoch=16, count_batch_size=8, crop_size=32, folds=2, seeds=(42,), mixes=("none", "cutmix", "dacs"),
     cell200=None, device="cpu",
@@ -241,7 +243,7 @@ DEMO = Profile(
     real_data="simulate", n_real=36, image_size=128, cells=(5, 80), cell_size=11, gradual_steps=6,
     diffusion_model="auto", image_encoder=None, density_categories=((0, 29), (30, 100_000)),
     style_steps=50, style_resolution=128, transfer_strength=0.7, transfer_steps=16, guidance=10.0,
-    strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=2,
+    strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=2, realism_images=12,
     count_recipe="instlib", count_model="efficientnet_b0", count_pretrained=False, epochs=10, finetune_epochs=10,
     crops_per_epoch=64, count_batch_size=8, crop_size=64, folds=3, seeds=(42,), mixes=("none", "cutmix", "dacs"),
     cell200=None, device=None,
@@ -259,7 +261,7 @@ PAPER = Profile(
     diffusion_model=SD14, image_encoder=CLIP_L14,
     density_categories=((0, 49), (50, 149), (150, 100_000)),
     style_steps=1000, style_resolution=512, transfer_strength=0.7, transfer_steps=50, guidance=10.0,
-    strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=4, reference_clip_input=True, stain="DAPI",
+    strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=4, realism_images=40, reference_clip_input=True, stain="DAPI",
     count_recipe="authors", count_split="official", count_model="efficientnet_b0", count_pretrained=True,
     epochs=25, finetune_epochs=25, count_batch_size=8, crop_size=200, folds=5, seeds=(42,),
     mixes=("none", "cutmix"),
