@@ -169,7 +169,7 @@ def simulate(
 
 # ---------------------------------------------------------------- style
 
-ModelOpt = Annotated[str, typer.Option(help="Hub id, local diffusers folder, 'tiny' (offline tests) or 'sd14-random'.")]
+DiffusionModelOpt = Annotated[str, typer.Option(help="Hub id, local diffusers folder (e.g. a prior from 'instlib style prior'), 'tiny' (offline tests) or 'sd14-random'.")]
 ImageEncoderOpt = Annotated[Optional[str], typer.Option(help="CLIP image encoder: hub id or folder "
                                                                "(default: the model's image_encoder/ or CLIP ViT-L/14).")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ... (default: the GPU if any).")]
@@ -196,7 +196,7 @@ def style_train(
     style: Annotated[Path, typer.Option(help="Style folder (folder format, or a folder of images).")],
     out: Annotated[Path, typer.Option(help="Token file to write, e.g. token.safetensors.")],
     steps: Annotated[int, typer.Option(help="Optimiser steps (the paper's tokens: about 1000).")],
-    model: ModelOpt = "CompVis/stable-diffusion-v1-4",
+    model: DiffusionModelOpt = "CompVis/stable-diffusion-v1-4",
     image_encoder: ImageEncoderOpt = None,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
     batch_size: Annotated[int, typer.Option(help="Images per step (per process).")] = 1,
@@ -231,7 +231,7 @@ def style_transfer(
     style: Annotated[Path, typer.Option(help="Style folder (paired by file name) or one style image for all.")],
     token: Annotated[Path, typer.Option(help="Token file, or a folder of category tokens.")],
     out: Annotated[Path, typer.Option(help="Output folder.")],
-    model: ModelOpt = "CompVis/stable-diffusion-v1-4",
+    model: DiffusionModelOpt = "CompVis/stable-diffusion-v1-4",
     image_encoder: ImageEncoderOpt = None,
     strength: Annotated[float, typer.Option(help="Share of the diffusion run; more = more style, less structure.")] = 0.7,
     steps: Annotated[int, typer.Option(help="DDIM grid size (strength x steps are run).")] = 50,
@@ -342,7 +342,7 @@ def style_fidelity(
 RecipeOpt = Annotated[Optional[str], typer.Option(help="Training recipe: authors (the authors' code: dropout and drop-path 0.2, no weight decay, StepLR(10, 0.1), 25 epochs, IDCIA normalisation) or instlib (default: instlib).")]
 SplitOpt = Annotated[Optional[str], typer.Option(help="stratified (count-stratified folds and validation images) or official (the real folder's manifest column 'split': train/val/test) (default: stratified).")]
 DensityOpt = Annotated[Optional[bool], typer.Option("--density/--no-density", help="Regression head only: add the 1x1 density helper and its loss, in every run alike (dacs with --head regression needs it) (default: off).")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="timm backbone (default: efficientnet_b0; test_efficientnet for quick runs).")]
+BackboneOpt = Annotated[Optional[str], typer.Option("--model", help="timm backbone (default: efficientnet_b0; test_efficientnet for quick runs).")]
 PretrainedOpt = Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="Start from ImageNet weights (cached, or downloaded when online) (default: pretrained).")]
 EpochsOpt = Annotated[Optional[int], typer.Option(help="Epochs of pre-training (of training when there is no fine-tuning) (default: the recipe's, 50 or 25).")]
 FinetuneEpochsOpt = Annotated[Optional[int], typer.Option(help="Epochs of fine-tuning on the real images (default: the recipe's, 50 or 25).")]
@@ -380,7 +380,7 @@ def count_train(
     finetune: Annotated[Optional[Path], typer.Option(help="Real folder to fine-tune on after pre-training.")] = None,
     mix: Annotated[Optional[str], typer.Option(help="Mix pre-training batches with --mix-with: none, cutmix, dacs (default: none).")] = None,
     mix_with: Annotated[Optional[Path], typer.Option(help="Target-domain folder to mix with (unlabelled under dacs).")] = None,
-    model: ModelOpt = None, pretrained: PretrainedOpt = None, epochs: EpochsOpt = None,
+    model: BackboneOpt = None, pretrained: PretrainedOpt = None, epochs: EpochsOpt = None,
     finetune_epochs: FinetuneEpochsOpt = None, lr: LrOpt = None, batch_size: BatchOpt = None,
     crop_size: CropOpt = None, seed: Annotated[Optional[int], typer.Option(help="Random seed (default: 42).")] = None,
     norm: NormOpt = None, max_steps: MaxStepsOpt = None, max_images: MaxImagesOpt = None,
@@ -464,7 +464,7 @@ def count_cv(
     mix: Annotated[Optional[list[str]], typer.Option("--mix", help="Mixing variants to run: none, cutmix, dacs; repeat (default: none).")] = None,
     seed: Annotated[Optional[list[int]], typer.Option("--seed", help="Training seeds; repeat (default: 42).")] = None,
     shard: ShardOpt = None,
-    model: ModelOpt = None, pretrained: PretrainedOpt = None, epochs: EpochsOpt = None,
+    model: BackboneOpt = None, pretrained: PretrainedOpt = None, epochs: EpochsOpt = None,
     finetune_epochs: FinetuneEpochsOpt = None, lr: LrOpt = None, batch_size: BatchOpt = None,
     crop_size: CropOpt = None, norm: NormOpt = None, max_steps: MaxStepsOpt = None,
     max_images: MaxImagesOpt = None, crops_per_image: CropsPerImageOpt = None,

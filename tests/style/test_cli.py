@@ -67,3 +67,14 @@ def test_user_errors_are_printed(monkeypatch, capsys, folders, tmp_path):
     assert run(monkeypatch, "style", "transfer", "--content", folders["synhc"], "--style", folders["real"],
                "--token", bad, "--out", tmp_path / "o", "--model", "tiny", "--strength", 0) == 2
     assert "strength must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_style_and_count_commands_describe_their_own_model_option():
+    from typer.testing import CliRunner
+
+    from instlib import cli
+
+    style = CliRunner().invoke(cli.app, ["style", "transfer", "--help"], env={"COLUMNS": "200"}).output
+    count = CliRunner().invoke(cli.app, ["count", "train", "--help"], env={"COLUMNS": "200"}).output
+    assert "diffusers folder" in style and "timm backbone" not in style
+    assert "timm backbone" in count and "diffusers folder" not in count
