@@ -123,3 +123,10 @@ def test_a_single_value_fills_a_list_field_and_numbers_fill_string_fields():
     assert get_profile("smoke", real_data="[a]", cell200="/data/2024").real_data == "[a]"
     with pytest.raises(InstlibError, match=r"profile parameter density_categories: .* is not a valid tuple"):
         get_profile("smoke", density_categories="[[1, 2, 3]]")
+
+
+def test_cell_size_is_a_number_or_auto():
+    assert get_profile("demo").cell_size == "auto" and get_profile("paper").cell_size == 15
+    assert get_profile("demo", cell_size="12").cell_size == 12
+    with pytest.raises(InstlibError, match="cell_size: 'big' is not a valid int or 'auto'"):
+        get_profile("demo", cell_size="big")

@@ -156,14 +156,17 @@ def header(profile: Profile, *parts: str, about: tuple[str, ...] = ("diffusion",
 
 
 def diffusion_model(profile: Profile, layout: RunLayout) -> tuple[str, int]:
-    """``(model, resolution)`` for :func:`instlib.style.load_components` and the style stages: the run's
-    trained prior folder and its crop size for ``diffusion_model="prior"``, else the profile's own."""
-    if profile.diffusion_model == PRIOR:
-        if not (layout.prior / "prior.json").is_file():
-            raise InstlibError("has no trained diffusion prior yet: run notebook 02_style_token first with the "
-                               "same run_dir", layout.root)
-        return str(layout.prior), profile.prior_resolution
-    return profile.diffusion_model, profile.style_resolution
+    """``(model, resolution)`` for :func:`instlib.style.load_components` and the style stages (their tile
+    size): the run's trained prior folder for ``diffusion_model="prior"``, else the profile's model.
+
+    The prior is fully convolutional: trained on ``prior_resolution`` crops, it runs on tiles of
+    ``style_resolution`` (a whole demo image in one tile, with no seams and no overlap to compute twice).
+    """
+    if profile.diffusion_model == PRIOR and not (layout.prior / "prior.json").is_file():
+        raise InstlibError("has no trained diffusion prior yet: run notebook 02_style_token first with the "
+                           "same run_dir", layout.root)
+    model = str(layout.prior) if profile.diffusion_model == PRIOR else profile.diffusion_model
+    return model, profile.style_resolution
 
 
 # ---------------------------------------------------------------- data glue

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
 import typing
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -55,8 +56,9 @@ class Profile:
     cells: tuple[int, int] = (5, 60)
     """Simulator: cells per image, lowest and highest."""
     sim_color: str = "dapi"
-    cell_size: int = 15
-    """Syn-HC cell size ``cs`` (semi-axes ~ U[0.4 cs, 0.6 cs))."""
+    cell_size: int | Literal["auto"] = 15
+    """Syn-HC cell size ``cs`` (semi-axes ~ U[0.4 cs, 0.6 cs)), or ``auto``: measured from the real images
+    at their points (the blob scale there; instlib.data.cellsize)."""
     gradual_steps: int = 5
     """Images in the gradual-count series made from one real coordinate list."""
     data_seed: int = 0
@@ -70,7 +72,7 @@ class Profile:
     prior_steps: int = 600
     """Diffusion prior (``diffusion_model="prior"``): optimiser steps."""
     prior_resolution: int = 64
-    """Diffusion prior: square training crop size (pixels); also its transfer resolution."""
+    """Diffusion prior: square training crop size (pixels); it runs fully convolutionally on ``style_resolution`` tiles."""
     prior_batch_size: int = 16
     """Diffusion prior: crops per step."""
     density_categories: tuple[tuple[int, int], ...] = ((0, 100_000),)
@@ -216,6 +218,12 @@ def _adapter(hint: Any) -> TypeAdapter:
 
 
 def _type_name(hint: Any) -> str:
+    """``int``, ``int or 'auto'``, ``list[float]``: the type of a field in words."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is Literal:
+        return " or ".join(repr(a) for a in args)
+    if args and type(None) not in args and typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
@@ -224,9 +232,10 @@ SMOKE = Profile(
     description="CI and tests: a diffusion prior trained for a few seconds, tiny counting models and tiny "
                 "simulated images; checks that everything runs, measures nothing.",
     budget="the whole reproduction in under 5 minutes on 2 CPU cores, offline",
-    real_data="simulate", n_real=12, image_size=64, cells=(3, 30), cell_size=9, gradual_steps=4,
+    real_data="simulate", n_real=12, image_size=64, cells=(3, 30), cell_size="auto", gradual_steps=4,
     diffusion_model="prior", prior_steps=30, prior_resolution=32, prior_batch_size=8, image_encoder=None,
-    density_categories=((0, 14), (15, 100_000)), style_steps=20, style_resolution=64, transfer_strength=0.7, transfer_steps=10, guidance=10.0,
+    density_categories=((0, 14), (15, 100_000)), style_steps=20, style_resolution=64, transfer_strength=0.7,
+    transfer_steps=10, guidance=10.0,
     strength_sweep=(0.3, 0.7, 0.9), n_sweep=2, realism_images=6,
     count_recipe="instlib", count_model="test_efficientnet", count_pretrained=False, epochs=1, finetune_epochs=1,
     crops_per_epoch=16, count_batch_size=8, crop_size=32, folds=2, seeds=(42,), mixes=("none", "cutmix", "dacs"),
@@ -240,11 +249,11 @@ DEMO = Profile(
                 "domain, an EfficientNet-B0 density-map counter trained from scratch in 3-fold "
                 "cross-validation. Shows the method and its figures; its numbers are not the paper's.",
     budget="under 20 minutes on 2 CPU cores, offline",
-    real_data="simulate", n_real=36, image_size=128, cells=(5, 80), cell_size=11, gradual_steps=6,
+    real_data="simulate", n_real=36, image_size=128, cells=(5, 80), cell_size="auto", gradual_steps=6,
     diffusion_model="auto", image_encoder=None, density_categories=((0, 29), (30, 100_000)),
     style_steps=50, style_resolution=128, transfer_strength=0.7, transfer_steps=16, guidance=10.0,
     strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=2, realism_images=12,
-    count_recipe="instlib", count_model="efficientnet_b0", count_pretrained=False, epochs=10, finetune_epochs=10,
+    count_recipe="instlib", count_model="efficientnet_b0", count_pretrained=False, epochs=8, finetune_epochs=8,
     crops_per_epoch=64, count_batch_size=8, crop_size=64, folds=3, seeds=(42,), mixes=("none", "cutmix", "dacs"),
     cell200=None, device=None,
 )
