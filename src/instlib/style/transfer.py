@@ -33,6 +33,7 @@ from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from instlib.errors import InstlibError
+from instlib.style.colour import keep_colour_axis
 from instlib.style.conditioning import style_conditioning
 from instlib.style.imaging import from_pixels, resize, to_pixels
 from instlib.style.models import StyleComponents
@@ -207,7 +208,8 @@ def stylize_images(components: StyleComponents, tokens: StyleToken | list[StyleT
 
     ``tokens``: one token for all, or one per image (category tokens). ``seeds``: one per image. The token
     sees the whole style image resized to ``resolution`` (as in training); AdaIN takes the statistics of the
-    whole style image at its own pixel scale, the scale the content is restyled at.
+    whole style image at its own pixel scale, the scale the content is restyled at. A gray or single-hue
+    style image gives a styled image of that colour (:mod:`instlib.style.colour`).
     """
     factor = components.latent_factor
     check_tile(config.resolution, factor)
@@ -226,5 +228,6 @@ def stylize_images(components: StyleComponents, tokens: StyleToken | list[StyleT
                            components.dtype)[0] for i in idx] if config.adain else None
         styled = stylize(components, content, cond[idx], uncond[idx], config, [generators[i] for i in idx], style)
         for i, img in zip(idx, from_pixels(styled)):
-            out[i] = np.ascontiguousarray(img[:contents[i].shape[0], :contents[i].shape[1]])
+            out[i] = keep_colour_axis(np.ascontiguousarray(img[:contents[i].shape[0], :contents[i].shape[1]]),
+                                      styles[i])
     return out
