@@ -199,45 +199,70 @@ def _fake_hub_weights(hf_home: Path, repo: str, state: dict) -> None:
     save_file({k: v.contiguous() for k, v in state.items()}, root / "snapshots" / commit / "model.safetensors")
 
 
-def test_paper_profile_runs_offline_with_local_models(tmp_path):
+@pytest.fixture(scope="module")
+def paper_inputs(tmp_path_factory):
+    """IDCIA as its authors ship it (DAPI and Cy3 images, ImageJ CSVs, the official split lists), tiny local
+    stand-ins for Stable Diffusion v1.4 and CLIP ViT-L/14, and ImageNet weights in a local hub cache."""
     import timm
 
-    from instlib.data.fetch import import_folder
-    from instlib.data.simulate import simulate
+    sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
+    from idcia_layout import make_idcia
+
     from instlib.style import load_components, save_components
 
-    # IDCIA as the fetcher leaves it: converted into RUN/data/idcia (the download itself needs internet)
-    run = tmp_path / "run"
-    sim = simulate(tmp_path / "sim", 12, (64, 64), (3, 30), seed=5, color="dapi", progress=False)
-    raw = tmp_path / "idcia-raw"
-    raw.mkdir()
-    for p in (sim / "images").iterdir():
-        (raw / p.name).write_bytes(p.read_bytes())
-        (raw / f"{p.stem}.csv").write_bytes((sim / "points" / f"{p.stem}.csv").read_bytes())
-    import_folder(raw, run / "data" / "idcia", source="idcia")
-    # locally saved tiny models in place of CompVis/stable-diffusion-v1-4 and openai/clip-vit-large-patch14
-    sd = save_components(load_components("tiny", device="cpu"), tmp_path / "models" / "sd")
-    # ImageNet weights for the counting backbone, from a local cache instead of the hub
-    hf_home = tmp_path / "hf"
+    root = tmp_path_factory.mktemp("paper")
+    images = {f"220812_GFP-AHPC_A_TuJ1_F{i}_{stain}_ND1_20x": (stain, split, "bare")
+              for i, (stain, split) in enumerate([("DAPI", "train")] * 10 + [("DAPI", "val")] * 3
+                                                 + [("DAPI", "test")] * 3 + [("Cy3", "train")] * 2
+                                                 + [("Cy3", "test")] * 2)}
+    make_idcia(root / "idcia-shipped", images, shape=(64, 64), cells=(3, 30), seed=5)
+    sd = save_components(load_components("tiny", device="cpu"), root / "models" / "sd")
+    hf_home = root / "hf"
     _fake_hub_weights(hf_home, timm.models.get_pretrained_cfg("test_efficientnet").hf_hub_id,
                       timm.create_model("test_efficientnet", pretrained=False).state_dict())
+    return {"idcia": root / "idcia-shipped", "sd": sd, "hf_home": hf_home}
 
+
+@pytest.mark.parametrize("reference_clip_input", ["true", "false"])
+def test_paper_profile_runs_offline_with_local_models(paper_inputs, reference_clip_input, tmp_path):
+    import pandas as pd
+
+    from instlib.data.fetch import import_folder
+    from instlib.style import load_tokens
+
+    # IDCIA as the fetcher leaves it: imported into RUN/data/idcia (the download itself needs internet)
+    run = tmp_path / "run"
+    import_folder(paper_inputs["idcia"], run / "data" / "idcia", source="idcia", progress=False)
+    sd = paper_inputs["sd"]
     sets = {"diffusion_model": str(sd), "image_encoder": str(sd / "image_encoder"),
+            "reference_clip_input": reference_clip_input,
             "count_model": "test_efficientnet", "style_steps": "3", "style_resolution": "64", "transfer_steps": "4",
-            "strength_sweep": "[0.5, 0.9]", "n_sweep": "1", "epochs": "1", "finetune_epochs": "1", "folds": "2",
-            "crop_size": "32", "mixes": "[none]", "gradual_steps": "3", "device": "cpu"}
+            "strength_sweep": "[0.5, 0.9]", "n_sweep": "1", "realism_images": "3", "epochs": "1",
+            "finetune_epochs": "1", "crop_size": "32", "mixes": "[none]", "gradual_steps": "3", "device": "cpu"}
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     proc = instlib("reproduce", "--profile", "paper", "--out", str(run), "--no-book", *args,
-                   env={"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"})
+                   env={"HF_HOME": str(paper_inputs["hf_home"]), "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, _explain(proc)
 
     profile = yaml.safe_load((run / "profile.yaml").read_text())
     assert profile["profile"] == "paper" and profile["real_data"] == "idcia" and profile["count_pretrained"] is True
+    assert profile["count_recipe"] == "authors" and profile["count_split"] == "official"
+    assert profile["reference_clip_input"] is (reference_clip_input == "true")
     assert (run / "data" / "real_dir.txt").read_text().startswith(str((run / "data" / "idcia").resolve()))
-    import pandas as pd
-
+    # Tokens: DAPI images of the official training part only, with the CLIP input asked for
+    tokens = load_tokens(run / "style" / "tokens", "cpu")
+    seen = {n for t in tokens for n in t.info["names"]}
+    assert seen and all("_DAPI_" in n for n in seen) and not any(f"_F{i}_" in n for n in seen for i in range(13, 16))
+    assert {t.reference_clip_input for t in tokens} == {reference_clip_input == "true"}
+    # InST: only the DAPI images (their style partners are DAPI), with the local model
     inst = pd.read_csv(run / "data" / "inst" / "manifest.csv")
-    assert len(inst) == 12 and set(inst["model"]) == {str(sd)}
+    assert len(inst) == 16 and set(inst["model"]) == {str(sd)} and inst["name"].str.contains("_DAPI_").all()
+    # Counting: the authors' recipe on the official split; synthetic images drawn from test images left out
+    results = pd.read_csv(run / "count" / "cv" / "results.csv")
+    deep = results[results["source"] != "classical"]
+    assert set(deep["recipe"]) == {"authors"} and set(results["split"]) == {"official"} and set(results["fold"]) == {0}
+    assert set(results["n_test"]) == {5}  # 3 DAPI and 2 Cy3 test images
+    assert (results.loc[results["source"] == "synhc", "excluded"] == 5).all()
     runs = list((run / "count" / "cv" / "runs").glob("*/run.json"))
     assert runs and all(json.loads(p.read_text())["config"]["pretrained"] for p in runs)
     for stem in NOTEBOOKS:
