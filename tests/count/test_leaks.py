@@ -148,6 +148,6 @@ def test_the_results_page_can_state_the_protocol(grid):
 
     out, _ = grid
     text = " ".join(results.protocol_statement(out))
-    assert "'instlib'" in text and "2-fold" in text and "density head" in text
+    assert "'instlib'" in text and "2-fold" in text and "density-map head" in text
     assert "20 synthetic images (counted once per source and fold)" in text
     assert (results.protocol_table(out).query("source == 'Syn-HC'")["excluded"] > 0).all()
