@@ -250,11 +250,11 @@ DEMO = Profile(
                 "cross-validation. Shows the method and its figures; its numbers are not the paper's.",
     budget="under 20 minutes on 2 CPU cores, offline",
     real_data="simulate", n_real=36, image_size=128, cells=(5, 80), cell_size="auto", gradual_steps=6,
-    diffusion_model="auto", image_encoder=None, density_categories=((0, 29), (30, 100_000)),
+    diffusion_model="auto", prior_steps=450, image_encoder=None, density_categories=((0, 29), (30, 100_000)),
     style_steps=50, style_resolution=128, transfer_strength=0.7, transfer_steps=16, guidance=10.0,
     strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=2, realism_images=12,
-    count_recipe="instlib", count_model="efficientnet_b0", count_pretrained=False, epochs=8, finetune_epochs=8,
-    crops_per_epoch=64, count_batch_size=8, crop_size=64, folds=3, seeds=(42,), mixes=("none", "cutmix", "dacs"),
+    count_recipe="instlib", count_model="efficientnet_b0", count_pretrained=False, epochs=14, finetune_epochs=5,
+    crops_per_epoch=80, count_batch_size=8, crop_size=64, folds=3, seeds=(42,), mixes=("none", "cutmix", "dacs"),
     cell200=None, device=None,
 )
 
