@@ -128,6 +128,10 @@ def synth(
     cells: Annotated[Optional[tuple[int, int]], typer.Option(help="Random layouts: cells per image, LO HI.")] = None,
     cell_size: Annotated[str, typer.Option(help="Cell size cs: semi-axes ~ U[0.4 cs, 0.6 cs); 'auto' (with "
                                                 "--from-points): measured on the real images at their points.")] = "15",
+    stain: Annotated[Optional[str], typer.Option(help="With --from-points: draw only the real images of this "
+                                                      "stain (the manifest's 'stain' column), e.g. DAPI.")] = None,
+    names: Annotated[Optional[str], typer.Option("--names", help="With --from-points: draw only the real images "
+                                                                 "whose name matches this glob.")] = None,
     seed: Seed = 0,
     workers: Annotated[int, typer.Option(help="Processes (output does not depend on it).")] = 1,
     shard: ShardOpt = None,
@@ -136,11 +140,14 @@ def synth(
     """Hard-coded synthetic images (Syn-HC): from a real folder's points, or random layouts."""
     from instlib.data import synth as syn
 
+    if from_points is None and (stain is not None or names is not None):
+        raise typer.BadParameter("--stain/--names select real images: they need --from-points")
     if from_points is not None:
         if n is not None or cells is not None:
             raise typer.BadParameter("--n/--cells are for random layouts; drop them with --from-points")
-        path = syn.synthesize_from_points(from_points, out, cell_size=_cell_size(cell_size, auto=True), seed=seed, steps=steps, size=size,
-                                          overwrite=overwrite, workers=workers, shard=_shard(shard))
+        path = syn.synthesize_from_points(from_points, out, cell_size=_cell_size(cell_size, auto=True), seed=seed,
+                                          steps=steps, size=size, select=_select(stain, names), overwrite=overwrite,
+                                          workers=workers, shard=_shard(shard))
     elif n is not None and size is not None and cells is not None:
         path = syn.synthesize_random(out, n, size, cells, cell_size=_cell_size(cell_size, auto=False), seed=seed, overwrite=overwrite,
                                      workers=workers, shard=_shard(shard))
@@ -180,7 +187,7 @@ NamesOpt = Annotated[Optional[str], typer.Option("--names", help="Only style ima
 
 
 def _select(stain: str | None, names: str | None):
-    from instlib.style.selection import ImageFilter
+    from instlib.data.selection import ImageFilter
 
     return ImageFilter.of(stain, names) if stain is not None or names is not None else None
 
@@ -290,12 +297,15 @@ def style_realism(
     out: Annotated[Path, typer.Option(help="CSV to write (one row per fake folder).")],
     folds: Annotated[int, typer.Option(help="Cross-validation folds (split by image).")] = 5,
     crop: Annotated[int, typer.Option(help="Crop size in pixels.")] = 64,
+    stain: StainOpt = None,
+    names: NamesOpt = None,
     seed: Seed = 0,
 ) -> None:
-    """Real-vs-fake classifier accuracy (0.5 = indistinguishable, 1.0 = trivially separable)."""
+    """Real-vs-fake classifier accuracy (0.5 = indistinguishable, 1.0 = trivially separable); --stain and
+    --names pick the real images to compare against (e.g. the stain the fakes were styled after)."""
     from instlib.style.realism import realism
 
-    table = realism(real, fake, folds=folds, crop=crop, seed=seed, out=out)
+    table = realism(real, fake, folds=folds, crop=crop, seed=seed, select=_select(stain, names), out=out)
     for row in table.itertuples():
         typer.echo(f"{row.fake}: realism accuracy {row.accuracy:.3f} +- {row.std:.3f} ({row.folds} folds)")
     typer.echo(f"wrote {out}")

@@ -8,7 +8,8 @@ import pytest
 
 from instlib.data.fetch import import_folder
 from instlib.data.folder import check_folder, list_samples, read_manifest
-from instlib.data.subsets import filter_samples, split_names
+from instlib.data.selection import ImageFilter
+from instlib.data.subsets import split_names
 from instlib.errors import DataError
 
 from cli_runner import run_cli as run
@@ -31,10 +32,10 @@ def test_idcia_as_shipped_imports_completely(capsys, tmp_path: Path):
     assert manifest["stain"].to_dict() == {n: stain for n, (stain, _, _) in IMAGES.items()}
     assert manifest["count"].to_dict() == {n: len(p) for n, p in truth.items()}
     assert split_names(dest) == {s: {n for n, (_, sp, _) in IMAGES.items() if sp == s} for s in LISTS}
-    assert [s.name for s in filter_samples(samples, stain="dapi")] == sorted(
+    names = [s.name for s in samples]
+    assert ImageFilter.of(stain="dapi").select(dest, names) == sorted(
         n for n, (stain, _, _) in IMAGES.items() if stain == "DAPI")
-    assert [s.name for s in filter_samples(samples, stain="Cy3", names_glob="*_F2_*")] == [
-        "220812_GFP-AHPC_A_TuJ1_F2_Cy3_ND1_20x"]
+    assert ImageFilter.of(stain="Cy3", names="*_F2_*").select(dest, names) == ["220812_GFP-AHPC_A_TuJ1_F2_Cy3_ND1_20x"]
 
     # the printed table is the file's, and it is sha256sum's format over every file read
     table = (dest / "checksums.sha256").read_text()
@@ -161,3 +162,29 @@ def test_a_subset_keeps_the_official_split(tmp_path: Path):
     full = import_folder(src, tmp_path / "full", progress=False)
     part = read_manifest(subset(full, tmp_path / "part", 3)).set_index("name")
     assert len(part) == 3 and part["split"].to_dict() == {n: IMAGES[n][1] for n in part.index}
+
+
+def test_synhc_drawn_from_one_stain_only(capsys, tmp_path: Path):
+    """The authors drew Syn-HC from DAPI images only; --stain / --names select what is drawn."""
+    src, dest = tmp_path / "IDCIA", tmp_path / "idcia"
+    truth = make_idcia(src)
+    import_folder(src, dest, progress=False)
+    dapi = sorted(n for n, (stain, _, _) in IMAGES.items() if stain == "DAPI")
+
+    code, _, err = run(capsys, "synth", "--from-points", dest, "--out", tmp_path / "syn", "--stain", "dapi",
+                       "--cell-size", "auto")
+    assert code == 0, err
+    manifest = read_manifest(tmp_path / "syn")
+    assert sorted(manifest["name"]) == dapi and sorted(manifest["origin"]) == dapi
+    assert manifest["count"].tolist() == [len(truth[n]) for n in manifest["name"]]
+
+    code, _, err = run(capsys, "synth", "--from-points", dest, "--out", tmp_path / "f2", "--names", "*_F2_*")
+    assert code == 0, err
+    assert sorted(read_manifest(tmp_path / "f2")["name"]) == sorted(n for n in IMAGES if "_F2_" in n)
+
+    code, _, err = run(capsys, "synth", "--from-points", dest, "--out", tmp_path / "none", "--stain", "GFAP")
+    assert code == 2 and f"error: {dest}" in err and "no images left" in err
+    assert not (tmp_path / "none").exists()
+    code, _, err = run(capsys, "synth", "--n", "2", "--size", "20", "20", "--cells", "1", "3", "--out",
+                       tmp_path / "random", "--stain", "DAPI")
+    assert code == 2 and "--from-points" in err and not (tmp_path / "random").exists()

@@ -254,7 +254,9 @@ def test_paper_profile_runs_offline_with_local_models(paper_inputs, reference_cl
     seen = {n for t in tokens for n in t.info["names"]}
     assert seen and all("_DAPI_" in n for n in seen) and not any(f"_F{i}_" in n for n in seen for i in range(13, 16))
     assert {t.reference_clip_input for t in tokens} == {reference_clip_input == "true"}
-    # InST: only the DAPI images (their style partners are DAPI), with the local model
+    # Syn-HC and InST: drawn from and styled after the DAPI images only, InST with the local model
+    synhc = pd.read_csv(run / "data" / "synhc" / "manifest.csv")
+    assert len(synhc) == 16 and synhc["origin"].str.contains("_DAPI_").all()
     inst = pd.read_csv(run / "data" / "inst" / "manifest.csv")
     assert len(inst) == 16 and set(inst["model"]) == {str(sd)} and inst["name"].str.contains("_DAPI_").all()
     # Counting: the authors' recipe on the official split; synthetic images drawn from test images left out
@@ -262,7 +264,7 @@ def test_paper_profile_runs_offline_with_local_models(paper_inputs, reference_cl
     deep = results[results["source"] != "classical"]
     assert set(deep["recipe"]) == {"authors"} and set(results["split"]) == {"official"} and set(results["fold"]) == {0}
     assert set(results["n_test"]) == {5}  # 3 DAPI and 2 Cy3 test images
-    assert (results.loc[results["source"] == "synhc", "excluded"] == 5).all()
+    assert (results.loc[results["source"] == "synhc", "excluded"] == 3).all()  # drawn from the 3 DAPI test images
     runs = list((run / "count" / "cv" / "runs").glob("*/run.json"))
     assert runs and all(json.loads(p.read_text())["config"]["pretrained"] for p in runs)
     for stem in NOTEBOOKS:

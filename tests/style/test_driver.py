@@ -14,7 +14,7 @@ from instlib.data.images import read_image, write_image
 from instlib.data.points import write_points
 from instlib.errors import DataError, InstlibError
 from instlib.style import image_seed, transfer_folder
-from instlib.style.selection import ImageFilter
+from instlib.data.selection import ImageFilter
 from instlib.style.tokens import new_token, save_token
 from style_helpers import RES
 

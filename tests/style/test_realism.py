@@ -11,6 +11,7 @@ from instlib.data.simulate import colorize, render_fluorescence
 from instlib.data.synth import image_rng
 from instlib.errors import DataError
 from instlib.style.realism import realism
+from instlib.data.selection import ImageFilter
 from style_helpers import random_uint8
 
 
@@ -44,3 +45,15 @@ def test_refuses_too_few_or_too_small_images(tmp_path):
         realism(real, one, crop=32, progress=False)
     with pytest.raises(DataError, match="smaller than the crop"):
         realism(real, real, crop=128, progress=False)
+
+
+def test_select_picks_the_real_images_compared_against(tmp_path):
+    real = make_real(tmp_path / "real", counts=(3, 8, 14, 20))
+    for i in range(4):  # another stain in the same folder: only the selected images may be compared
+        write_image(real / "images" / f"other{i}.png", random_uint8((48, 64, 3), i))
+    alike = make_real(tmp_path / "alike", counts=(4, 9, 13, 19, 6, 12))
+    both = realism(real, alike, folds=2, crop=32, steps=5, progress=False)
+    fields = realism(real, alike, folds=2, crop=32, steps=5, select=ImageFilter.of(names="field*"), progress=False)
+    assert both["images"].item() == 6 and fields["images"].item() == 4
+    with pytest.raises(DataError, match="no images left"):
+        realism(real, alike, crop=32, select=ImageFilter.of(names="DAPI*"), progress=False)

@@ -99,18 +99,6 @@ def test_stochastic_inversion_uses_the_unets_noise(tiny, batch):
     assert not torch.allclose(z, invert(tiny, sched, init, batch["cond"], 681, _gens([1, 2]), "noise"), atol=1e-3)
 
 
-def test_stylize_runs_stochastic_inversion_by_default(tiny, batch):
-    """stylize itself, not only invert: its default is stochastic inversion, and it passes the setting on."""
-    kw = dict(strength=0.7, steps=10, guidance=10.0, adain=False, resolution=RES)
-
-    def run(config):
-        return stylize(tiny, batch["content"], batch["cond"], batch["uncond"], config, _gens([7, 8]))
-
-    default = run(TransferConfig(**kw))
-    torch.testing.assert_close(default, run(TransferConfig(**kw, inversion="stochastic")), atol=0, rtol=0)
-    assert (default - run(TransferConfig(**kw, inversion="noise"))).abs().max() > 1e-3
-
-
 def test_adain_changes_the_result(tiny, batch):
     base = TransferConfig(steps=10, resolution=RES)
     with_adain = stylize(tiny, batch["content"], batch["cond"], batch["uncond"], base, _gens([1, 2]), batch["style"])

@@ -33,10 +33,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from instlib.count.backbone import check_backbone
 from instlib.count.classical import MODEL as CLASSICAL_MODEL
 from instlib.count.classical import fit_and_count
 from instlib.count.mix import get_mix
-from instlib.count.model import check_backbone
 from instlib.count.pipeline import ImageBank, load_bank
 from instlib.count.train import (METRICS_FILE, PREDICTIONS_FILE, RunData, TrainConfig, read_json, run, source_samples,
                                  validation_split, write_json)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from instlib.count.backbone import check_backbone, create_backbone  # noqa: F401 (check_backbone: for callers)
+from instlib.count.backbone import create_backbone
 from instlib.count.decoder import DensityNet
 from instlib.count.grid import grid_to_pixels, pool_to_grid
 from instlib.data.atomic import atomic_path

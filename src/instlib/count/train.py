@@ -32,9 +32,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from instlib.count.backbone import check_backbone
 from instlib.count.metrics import score
 from instlib.count.mix import get_mix
-from instlib.count.model import HEADS, NORMS, CountModel, ModelSpec, check_backbone, save_model
+from instlib.count.model import HEADS, NORMS, CountModel, ModelSpec, save_model
 from instlib.count.pipeline import (ImageBank, Jitter, channel_stats, concat_banks, epoch_indices, load_bank,
                                     make_batch, scale_intensity, steps_per_epoch)
 from instlib.count.predict import (MODEL_FILE, check_channels, count_bank, folder_samples, true_counts,

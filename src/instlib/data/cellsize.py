@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from instlib.data.folder import validate_folder
 from instlib.data.images import read_image, to_gray
 from instlib.data.points import read_points
+from instlib.data.selection import ImageFilter, selected_samples
 from instlib.errors import DataError
 
 
@@ -29,11 +29,12 @@ def image_cell_size(gray: np.ndarray, points: np.ndarray, sigmas: np.ndarray) ->
 
 
 def estimate_cell_size(real_dir: str | Path, max_images: int = 50, min_diameter: float = 3.0,
-                       max_diameter: float = 120.0) -> float:
-    """Median over (up to ``max_images``) images of :func:`image_cell_size`, searched in the given range."""
+                       max_diameter: float = 120.0, select: ImageFilter | None = None) -> float:
+    """Median over (up to ``max_images``) images of :func:`image_cell_size`, searched in the given range;
+    ``select``: measure only the images it passes (one stain's cells have one size)."""
     sigmas = np.geomspace(min_diameter, max_diameter, 48) / (2 * np.sqrt(2))
     sizes = []
-    for sample in validate_folder(real_dir)[:max_images]:
+    for sample in selected_samples(real_dir, select)[:max_images]:
         img = read_image(sample.image)
         points = read_points(sample.points, shape=img.shape[:2])
         if len(points):

@@ -1,4 +1,4 @@
-"""Named subsets of a data set: its official split, its stains, name patterns.
+"""Named subsets of a data set: its official split and its stains.
 
 Data sets ship their split as lists of file names: IDCIA has ``train.csv``, ``validation.csv`` and
 ``test.csv``, one quoted image name per line, beside ``images/<STAIN>/``. :func:`read_split_list`
@@ -10,13 +10,12 @@ style stages select by.
 from __future__ import annotations
 
 import csv
-import fnmatch
 import io
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from instlib.data.folder import Sample, read_manifest
+from instlib.data.folder import read_manifest
 from instlib.data.images import IMAGE_SUFFIXES
 from instlib.errors import DataError
 
@@ -96,26 +95,6 @@ def split_names(folder: str | Path) -> dict[str, set[str]]:
     # Hand-edited manifests may spell the parts as split lists do ("validation", "training").
     column = manifest[SPLIT].fillna("").astype(str).str.strip().str.lower().map(SPLIT_LIST_STEMS)
     return {s: set(manifest["name"].astype(str)[column == s]) for s in SPLITS}
-
-
-def filter_samples(samples: Sequence[Sample], stain: str | None = None,
-                   names_glob: str | None = None) -> list[Sample]:
-    """The samples of ``stain`` (the manifest's ``stain`` column, case-insensitive) whose names match ``names_glob``.
-
-    Stains are looked up in the manifest of each sample's folder; selecting a stain in a folder
-    whose manifest has no ``stain`` column is an error.
-    """
-    keep = list(samples)
-    if stain is not None:
-        stains: dict[Path, dict[str, str]] = {}
-        for s in keep:
-            root = s.image.parent.parent
-            if root not in stains:
-                stains[root] = stains_of(root)
-        keep = [s for s in keep if stains[s.image.parent.parent].get(s.name, "").casefold() == stain.casefold()]
-    if names_glob is not None:
-        keep = [s for s in keep if fnmatch.fnmatchcase(s.name, names_glob)]
-    return keep
 
 
 def stains_of(folder: str | Path) -> dict[str, str]:

@@ -22,10 +22,11 @@ from scipy.special import ndtri
 from tqdm.auto import tqdm
 
 from instlib.data.cellsize import estimate_cell_size
-from instlib.data.folder import IMAGES, POINTS, prepare_output, validate_folder, write_manifest
+from instlib.data.folder import IMAGES, POINTS, prepare_output, write_manifest
 from instlib.data.images import image_size, write_image
 from instlib.data.maps import rescale_points
 from instlib.data.points import read_points, write_points
+from instlib.data.selection import ImageFilter, selected_samples
 from instlib.errors import ArgumentError
 from instlib.runs.shard import take_shard
 
@@ -140,20 +141,21 @@ def _run(jobs: list[_Job], out: Path, seed: int, config: SynHCConfig, workers: i
 
 def synthesize_from_points(real_dir: str | Path, out: str | Path, cell_size: float | str = 15.0, seed: int = 0,
                            steps: int | None = None, size: tuple[int, int] | None = None,
-                           overwrite: bool = False, workers: int = 1, shard: tuple[int, int] | None = None,
-                           progress: bool = True) -> Path:
+                           select: ImageFilter | None = None, overwrite: bool = False, workers: int = 1,
+                           shard: tuple[int, int] | None = None, progress: bool = True) -> Path:
     """One Syn-HC image per real image, with exactly its points (its "style" pair shares the name).
 
     ``size=(H, W)`` draws on a canvas of that size with the points rescaled onto it (the paper's
     800 x 800); by default the canvas is the real image's size. ``steps=K`` makes the gradual
     series instead: ``K`` images per real image named ``<name>_gKK`` with the first ``n_k`` cells.
     ``cell_size="auto"``: measured on the real images at their points (:mod:`instlib.data.cellsize`).
+    ``select``: draw only the real images it passes (e.g. one stain; the authors drew DAPI images only).
     """
+    samples = selected_samples(real_dir, select)  # every problem is found before anything is written
     estimated = cell_size == "auto"
     if estimated:
-        cell_size = estimate_cell_size(real_dir)
+        cell_size = estimate_cell_size(real_dir, select=select)
     config = SynHCConfig(cell_size=float(cell_size))
-    samples = validate_folder(real_dir)  # every problem is found before anything is written
     jobs = []
     for s in samples:
         src_shape = image_size(s.image)
@@ -168,7 +170,7 @@ def synthesize_from_points(real_dir: str | Path, out: str | Path, cell_size: flo
             jobs.append(_Job(s.name, pts, shape, s.name))
     settings = {"mode": "gradual" if steps else "from-points", "real_dir": str(Path(real_dir).resolve()),
                 "steps": steps, "size": list(size) if size else None, "seed": seed, "cell_size_estimated": estimated,
-                **asdict(config)}
+                "select": select.describe() if select is not None else None, **asdict(config)}
     prepare_output(out, "synth", settings, overwrite)
     return _run(jobs, Path(out), seed, config, workers, shard, progress)
 

@@ -13,7 +13,7 @@ import html
 import json
 import shutil
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -233,14 +233,22 @@ def _prepare_real(profile: Profile, layout: RunLayout, *, overwrite: bool = Fals
     return subset(source, layout.real, profile.n_real, overwrite=overwrite)
 
 
-def subset(src: str | Path, dest: str | Path, n: int, *, overwrite: bool = False) -> Path:
-    """Copy ``n`` samples of ``src`` spread evenly over their sorted cell counts into ``dest``."""
+def subset(src: str | Path, dest: str | Path, n: int, *, names: Iterable[str] | None = None,
+           overwrite: bool = False) -> Path:
+    """Copy ``n`` samples of ``src`` spread evenly over their sorted cell counts into ``dest``
+    (with ``names``: ``n`` of those samples only)."""
     from instlib.data.fetch import shipped_split
     from instlib.data.folder import IMAGES, POINTS, list_samples, prepare_output, write_manifest
     from instlib.data.subsets import SPLIT
 
-    pick = _spread_by_count(list_samples(src), n)
-    dest = prepare_output(dest, "subset", {"src": str(Path(src).resolve()), "n": n}, overwrite)
+    samples = list_samples(src)
+    params = {"src": str(Path(src).resolve()), "n": n}
+    if names is not None:
+        allowed = set(names)
+        samples = [s for s in samples if s.name in allowed]
+        params["names"] = sorted(allowed)
+    pick = _spread_by_count(samples, n)
+    dest = prepare_output(dest, "subset", params, overwrite)
     split = shipped_split(src)  # the official split travels with the images it covers
     rows = []
     for s in pick:

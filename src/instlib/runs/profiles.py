@@ -92,7 +92,8 @@ class Profile:
     reference_clip_input: bool = False
     """Style tokens see the authors' CLIP input (a near-binary mask of the image) instead of the image."""
     stain: str | None = None
-    """Tokens are trained on, and Syn-HC is styled with, real images of this stain only (manifest column)."""
+    """Syn-HC is drawn from, tokens are trained on and InST is styled with real images of this stain only
+    (the manifest's ``stain`` column); the counting models still see every real image."""
     style_names: str | None = None
     """Name glob with the same role as ``stain``, for folders whose manifest has no stain column."""
     transfer_tiling: str = "blend"

@@ -2,7 +2,7 @@
 
 Pairing: each content image takes the style image with the same file stem (or, when the content's
 manifest has a non-empty ``style`` column, as Syn-HC folders do, the stem named there); a single
-style image file styles every content image. ``select`` (:class:`~instlib.style.selection.ImageFilter`:
+style image file styles every content image. ``select`` (:class:`~instlib.data.selection.ImageFilter`:
 stain, name glob, explicit names) keeps only the content images whose paired style image it passes,
 e.g. only Syn-HC drawn from DAPI images. All inputs are checked before any work starts.
 
@@ -36,7 +36,7 @@ from instlib.runs.shard import take_shard
 from instlib.style.fidelity import measure_fidelity
 from instlib.style.imaging import list_images, load_rgb
 from instlib.style.models import StyleComponents
-from instlib.style.selection import ImageFilter
+from instlib.data.selection import ImageFilter
 from instlib.style.tokens import StyleToken, load_tokens
 from instlib.style.transfer import TransferConfig, stylize_images
 

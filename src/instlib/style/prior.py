@@ -46,7 +46,7 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
-from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+from transformers import CLIPImageProcessor, CLIPVisionConfig
 
 from instlib.data.atomic import atomic_open, atomic_path
 from instlib.errors import DataError, InstlibError

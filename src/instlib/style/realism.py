@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from instlib.data.atomic import atomic_open
 from instlib.errors import DataError
 from instlib.style.imaging import list_images, load_rgb
+from instlib.data.selection import ImageFilter
 
 
 def _classifier() -> nn.Module:
@@ -38,8 +39,11 @@ def _crops(images: list[np.ndarray], n: int, size: int, rng: np.random.Generator
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255.0
 
 
-def _load(folder: Path, crop: int) -> list[np.ndarray]:
-    images = [load_rgb(p) for p in list_images(folder).values()]
+def _load(folder: Path, crop: int, select: ImageFilter | None = None) -> list[np.ndarray]:
+    files = list_images(folder)
+    if select is not None:
+        files = {n: files[n] for n in select.select(folder, list(files))}
+    images = [load_rgb(p) for p in files.values()]
     if len(images) < 2:
         raise DataError("needs at least 2 images for a cross-validated realism score", folder)
     small = [i for i, im in enumerate(images) if min(im.shape[:2]) < crop]
@@ -73,16 +77,17 @@ def _fold_accuracy(real_train, fake_train, real_test, fake_test, crop, crops_per
 
 
 def realism(real_dir: str | Path, fake_dirs: list[str | Path] | str | Path, *, folds: int = 5, crop: int = 64,
-            steps: int = 200, crops_per_image: int = 8, seed: int = 0, out: str | Path | None = None,
-            progress: bool = True) -> pd.DataFrame:
+            steps: int = 200, crops_per_image: int = 8, seed: int = 0, select: ImageFilter | None = None,
+            out: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
     """Real-vs-fake accuracy per fake folder: columns ``fake, accuracy, std, folds, images``.
 
     ``folds``-fold cross-validation split by image; ``steps`` Adam steps per fold on batches of one random
     crop per training image and side; the test accuracy is over ``crops_per_image`` crops of each held-out
-    image. Writes the table to ``out`` (CSV) when given.
+    image. ``select``: the real images to compare against (e.g. the stain the fakes were styled after).
+    Writes the table to ``out`` (CSV) when given.
     """
     fake_dirs = [fake_dirs] if isinstance(fake_dirs, (str, Path)) else list(fake_dirs)
-    real = _load(Path(real_dir), crop)
+    real = _load(Path(real_dir), crop, select)
     rows = []
     for fake_dir in fake_dirs:
         fake = _load(Path(fake_dir), crop)

@@ -15,6 +15,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from instlib.data.folder import Sample, validate_folder
 from instlib.data.subsets import stains_of
 from instlib.errors import DataError
 
@@ -57,3 +58,13 @@ class ImageFilter:
         parts = [f"stain={self.stain}" if self.stain else "", f"names={self.names}" if self.names else "",
                  f"{len(self.only)} listed names" if self.only is not None else ""]
         return ", ".join(p for p in parts if p) or "none"
+
+
+def selected_samples(folder: str | Path, select: ImageFilter | None = None) -> list[Sample]:
+    """The folder's samples (validated: every problem is found before anything is written) that
+    ``select`` passes; all of them without a filter."""
+    samples = validate_folder(folder)
+    if select is None:
+        return samples
+    kept = set(select.select(folder, [s.name for s in samples]))
+    return [s for s in samples if s.name in kept]
