@@ -157,3 +157,18 @@ def test_statement_says_when_the_recipe_is_not_the_authors(tmp_path):
 def test_metrics_table_shows_exclusions():
     summary = _summary(InST=20.0).assign(excluded_mean=3.5)
     assert results.metrics_table(summary).loc["InST", "excluded / run"] == "3.5"
+
+
+def test_exposure_says_what_each_source_saw():
+    demo = get_profile("demo", diffusion_model="prior")
+    real, synhc, inst = results.exposure(demo)
+    assert real.startswith("Real") and "never its test images" in real
+    assert synhc.startswith("Syn-HC") and "every real image;" in synhc and "left out of that fold" in synhc
+    assert "test images included (their pixels and count category, never their points)" in inst
+    assert "diffusion prior trained in this run on the pixels of every real image, test images included" in inst
+    paper = results.exposure(get_profile("paper"))
+    assert "every real image of stain DAPI" in paper[1]
+    assert "the official split's training images of stain DAPI" in paper[2] and "test images" not in paper[2]
+    assert "as published (it never saw this run's images)" in paper[2]
+    named = results.exposure(get_profile("smoke", diffusion_model="tiny", style_names="*_DAPI_*"))
+    assert "named '*_DAPI_*'" in named[1] and "random weights" in named[2]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from instlib.runs.profiles import Profile
+from instlib.runs.profiles import PRIOR, Profile
 
 METRICS = ("mae", "rmse", "acp")
 #: Source names used for run folders (no '-') and the names the paper and the figures use.
@@ -228,6 +228,33 @@ def protocol(cv_dir) -> dict:
             "split": settings["config"].get("split", "stratified"), "folds": settings["folds"],
             "head": settings["config"].get("head") or "regression",
             "density": bool(settings["config"].get("density")), "excluded": int(excluded)}
+
+
+def exposure(profile: Profile) -> list[str]:
+    """Plain sentences saying which real images, and which of their labels, each source was allowed to see.
+
+    No source gets the points or counts of its own fold's test images (:func:`protocol_statement` counts the
+    synthetic images left out for that); what remains is said here: style tokens trained under
+    cross-validation, and a diffusion prior trained in the run, saw images that are test images of some fold.
+    """
+    which = (f" of stain {profile.stain}" if profile.stain else
+             f" named '{profile.style_names}'" if profile.style_names else "")
+    tokens = (f"the official split's training images{which}" if profile.count_split == "official" else
+              f"every real image{which}, each fold's test images included (their pixels and count category, "
+              "never their points)")
+    if profile.diffusion_model == PRIOR:
+        model = ("a diffusion prior trained in this run on the pixels of every real image, test images included "
+                 "(no points, no counts)")
+    elif profile.random_diffusion:
+        model = f"{profile.diffusion_model} with random weights (it learnt nothing from any image)"
+    else:
+        model = f"{profile.diffusion_model} as published (it never saw this run's images)"
+    return ["Real (and the classical counter): each fold's training images, never its test images (the deep "
+            "models hold a share of the training images out to pick the kept epoch).",
+            f"Syn-HC: drawn from the points of every real image{which}; an image drawn from a test image is left "
+            "out of that fold.",
+            f"InST: those Syn-HC images, each restyled after its real partner, with style tokens trained on {tokens}, "
+            f"and {model}."]
 
 
 def protocol_statement(cv_dir) -> list[str]:
