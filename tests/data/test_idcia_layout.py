@@ -154,7 +154,7 @@ def test_split_lists_with_a_header_line_and_commands_on_the_raw_layout(capsys, t
     assert code == 2 and err.startswith(f"error: {src / 'images' / 'Cy3'}: is a folder") and "data import" in err
 
 
-def test_a_subset_keeps_the_official_split(tmp_path: Path):
+def test_a_subset_keeps_the_official_split_and_the_stains(tmp_path: Path):
     from instlib.runs.notebook import subset
 
     src = tmp_path / "IDCIA"
@@ -162,6 +162,7 @@ def test_a_subset_keeps_the_official_split(tmp_path: Path):
     full = import_folder(src, tmp_path / "full", progress=False)
     part = read_manifest(subset(full, tmp_path / "part", 3)).set_index("name")
     assert len(part) == 3 and part["split"].to_dict() == {n: IMAGES[n][1] for n in part.index}
+    assert part["stain"].to_dict() == {n: IMAGES[n][0] for n in part.index}
 
 
 def test_synhc_drawn_from_one_stain_only(capsys, tmp_path: Path):

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from instlib.data.atomic import atomic_open, atomic_path
-from instlib.errors import InstlibError
+from instlib.errors import DataError, InstlibError
 from instlib.runs.layout import RunLayout
 from instlib.runs.profiles import PRIOR, Profile, get_profile, resolve_models
 
@@ -239,7 +239,7 @@ def subset(src: str | Path, dest: str | Path, n: int, *, names: Iterable[str] | 
     (with ``names``: ``n`` of those samples only)."""
     from instlib.data.fetch import shipped_split
     from instlib.data.folder import IMAGES, POINTS, list_samples, prepare_output, write_manifest
-    from instlib.data.subsets import SPLIT
+    from instlib.data.subsets import SPLIT, STAIN, stains_of
 
     samples = list_samples(src)
     params = {"src": str(Path(src).resolve()), "n": n}
@@ -249,14 +249,19 @@ def subset(src: str | Path, dest: str | Path, n: int, *, names: Iterable[str] | 
         params["names"] = sorted(allowed)
     pick = _spread_by_count(samples, n)
     dest = prepare_output(dest, "subset", params, overwrite)
-    split = shipped_split(src)  # the official split travels with the images it covers
+    split = shipped_split(src)  # the official split and the stains travel with the images they cover
+    try:
+        stains = stains_of(src)
+    except DataError:  # a folder without a stain column
+        stains = {}
     rows = []
     for s in pick:
         for src_file, folder in ((s.image, IMAGES), (s.points, POINTS)):
             with atomic_path(dest / folder / src_file.name) as tmp:
                 shutil.copyfile(src_file, tmp)
         rows.append({"name": s.name, "count": s.count(), "source": "subset", "seed": "", "original": str(s.image),
-                     **({SPLIT: split.get(s.name, "")} if split else {})})
+                     **({SPLIT: split.get(s.name, "")} if split else {}),
+                     **({STAIN: stains.get(s.name, "")} if stains else {})})
     write_manifest(dest, rows)
     return dest
 
