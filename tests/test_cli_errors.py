@@ -48,6 +48,8 @@ INVALID = {
     ("style", "train"): ["--style", "{real}", "--out", "{tmp}/t.safetensors", "--steps", "0", "--model", "tiny"],
     ("style", "transfer"): ["--content", "{real}", "--style", "{real}", "--token", "{tmp}/t.safetensors",
                             "--out", "{tmp}/o", "--model", "tiny", "--strength", "1.5"],
+    ("style", "prior"): ["--real", "{real}", "--out", "{tmp}/p", "--resolution", "12"],
+    ("style", "realism"): ["--real", "{real}", "--fake", "{tmp}/missing", "--out", "{tmp}/r.csv"],
     ("style", "filter"): ["{real}", "--out", "{tmp}/o", "--min-fidelity", "0.5"],
     ("style", "fidelity"): ["{tmp}/missing"],
     ("count", "train"): ["--train", "{real}", "--test", "{real}", "--out", "{tmp}/o", "--epochs", "0"],

@@ -149,8 +149,8 @@ def synth(
                                           steps=steps, size=size, select=_select(stain, names), overwrite=overwrite,
                                           workers=workers, shard=_shard(shard))
     elif n is not None and size is not None and cells is not None:
-        path = syn.synthesize_random(out, n, size, cells, cell_size=_cell_size(cell_size, auto=False), seed=seed, overwrite=overwrite,
-                                     workers=workers, shard=_shard(shard))
+        path = syn.synthesize_random(out, n, size, cells, cell_size=_cell_size(cell_size, auto=False), seed=seed,
+                                     overwrite=overwrite, workers=workers, shard=_shard(shard))
     else:
         raise typer.BadParameter("give --from-points REALDIR, or --n N --size H W --cells LO HI")
     typer.echo(f"wrote {path}")
