@@ -254,7 +254,7 @@ DEMO = Profile(
     diffusion_model="auto", prior_steps=450, image_encoder=None, density_categories=((0, 29), (30, 100_000)),
     style_steps=50, style_resolution=128, transfer_strength=0.7, transfer_steps=16, guidance=10.0,
     strength_sweep=(0.3, 0.5, 0.7, 0.9), n_sweep=2, realism_images=12,
-    count_recipe="instlib", count_model="efficientnet_b0", count_pretrained=False, epochs=14, finetune_epochs=5,
+    count_recipe="instlib", count_model="efficientnet_b0", count_pretrained=False, epochs=24, finetune_epochs=5,
     crops_per_epoch=80, count_batch_size=8, crop_size=64, folds=3, seeds=(42,), mixes=("none", "cutmix", "dacs"),
     cell200=None, device=None,
 )
