@@ -21,11 +21,24 @@ from instlib.errors import DataError
 
 
 def image_cell_size(gray: np.ndarray, points: np.ndarray, sigmas: np.ndarray) -> float:
-    """Typical cell diameter (pixels) of one grey image at its ``(n, 2)`` X, Y points."""
+    """Typical cell diameter (pixels) of one ``(H, W)`` grey image at its ``(n, 2)`` X, Y points."""
     cols = np.clip(np.round(points[:, 0]).astype(int), 0, gray.shape[1] - 1)
     rows = np.clip(np.round(points[:, 1]).astype(int), 0, gray.shape[0] - 1)
-    response = [-(s ** 2) * ndimage.gaussian_laplace(gray, s)[rows, cols].mean() for s in sigmas]
+    response = [_normalised_log(gray, rows, cols, s) for s in sigmas]
     return float(2 * np.sqrt(2) * sigmas[int(np.argmax(response))])
+
+
+def _normalised_log(gray: np.ndarray, rows: np.ndarray, cols: np.ndarray, sigma: float) -> float:
+    """Mean ``-sigma^2 LoG`` at the points. The scale-normalised response is scale invariant, so a large
+    ``sigma`` is measured on a block-averaged copy at ``sigma / f`` (``f`` keeps it >= 2 px): a 768 x 1024
+    image's 48 scales then cost about a second instead of a minute, and the estimate barely moves."""
+    f = max(1, min(int(sigma // 2), min(gray.shape) // 16))
+    if f > 1:
+        h, w = gray.shape[0] // f * f, gray.shape[1] // f * f
+        gray = gray[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+        rows, cols = np.minimum(rows // f, gray.shape[0] - 1), np.minimum(cols // f, gray.shape[1] - 1)
+        sigma = sigma / f
+    return float(-(sigma ** 2) * ndimage.gaussian_laplace(gray, sigma)[rows, cols].mean())
 
 
 def estimate_cell_size(real_dir: str | Path, max_images: int = 50, min_diameter: float = 3.0,
@@ -38,7 +51,7 @@ def estimate_cell_size(real_dir: str | Path, max_images: int = 50, min_diameter:
         img = read_image(sample.image)
         points = read_points(sample.points, shape=img.shape[:2])
         if len(points):
-            gray = to_gray(img).astype(np.float32)
+            gray = to_gray(img)[..., 0].astype(np.float32)
             sizes.append(image_cell_size(gray / max(float(gray.max()), 1e-6), points, sigmas))
     if not sizes:
         raise DataError("has no annotated cells to measure the cell size at", real_dir)
