@@ -12,9 +12,9 @@ import instlib.style.driver as driver
 from instlib.data.folder import read_manifest
 from instlib.data.images import read_image, write_image
 from instlib.data.points import write_points
+from instlib.data.selection import ImageFilter
 from instlib.errors import DataError, InstlibError
 from instlib.style import image_seed, transfer_folder
-from instlib.data.selection import ImageFilter
 from instlib.style.tokens import new_token, save_token
 from style_helpers import RES
 

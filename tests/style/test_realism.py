@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from instlib.data.images import write_image
+from instlib.data.selection import ImageFilter
 from instlib.data.simulate import colorize, render_fluorescence
 from instlib.data.synth import image_rng
 from instlib.errors import DataError
 from instlib.style.realism import realism
-from instlib.data.selection import ImageFilter
 from style_helpers import random_uint8
 
 

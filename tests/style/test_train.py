@@ -13,9 +13,9 @@ from PIL import Image
 
 import instlib.style.train as train
 from instlib.data.images import write_image
+from instlib.data.selection import ImageFilter
 from instlib.errors import DataError, InstlibError
 from instlib.style import load_token, train_category_tokens, train_style_token
-from instlib.data.selection import ImageFilter
 from instlib.style.tokens import new_token
 from style_helpers import RES
 

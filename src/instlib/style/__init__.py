@@ -4,18 +4,24 @@
 - :mod:`~instlib.style.tokens`: the style token block and its safetensors file
 - :mod:`~instlib.style.conditioning`: prompt ``*`` with the style token, the empty prompt
 - :mod:`~instlib.style.train`: :func:`train_style_token`, :func:`train_category_tokens`
-- :mod:`~instlib.data.selection`: which real images a stage uses (:class:`ImageFilter`: stain, name glob, names)
 - :mod:`~instlib.style.tiling`: aspect-preserving tiles at the content's own pixel scale (:data:`TILINGS`)
 - :mod:`~instlib.style.transfer`: AdaIN, stochastic inversion, DDIM with guidance (:func:`stylize_images`)
 - :mod:`~instlib.style.driver`: :func:`transfer_folder` (folder format, resume, shards)
 - :mod:`~instlib.style.fidelity`: do the copied labels still match the styled image?
+- :mod:`~instlib.style.colour`: styled images keep the style image's colour model (gray or one hue)
+- :mod:`~instlib.style.prior`, :mod:`~instlib.style.pixelspace`: the offline diffusion prior learned from
+  the user's own real images, and its exact pixel-space "autoencoder"
+- :mod:`~instlib.style.realism`: a cross-validated real-vs-fake classifier as a realism score
+
+Which real images a stage uses (stain, name glob, listed names) is an :class:`ImageFilter`
+(:mod:`instlib.data.selection`), re-exported here.
 """
 
+from instlib.data.selection import ImageFilter
 from instlib.style.driver import image_seed, pair_styles, transfer_folder
 from instlib.style.fidelity import Fidelity, filter_by_fidelity, measure_fidelity, measure_folder
 from instlib.style.models import (BUILDERS, DEFAULT_IMAGE_ENCODER, DEFAULT_MODEL, StyleComponents, load_components,
                                   save_components)
-from instlib.data.selection import ImageFilter
 from instlib.style.tiling import TILINGS
 from instlib.style.tokens import StyleToken, StyleTokenBlock, TokenConfig, load_token, load_tokens, save_token
 from instlib.style.train import train_category_tokens, train_style_token

@@ -31,12 +31,12 @@ from instlib.data.folder import (IMAGES, POINTS, Sample, manifest_name, prepare_
 from instlib.data.images import IMAGE_SUFFIXES, is_image_file, write_image
 from instlib.data.points import read_points
 from instlib.data.provenance import format_origin, origins
+from instlib.data.selection import ImageFilter
 from instlib.errors import DataError, InstlibError
 from instlib.runs.shard import take_shard
 from instlib.style.fidelity import measure_fidelity
 from instlib.style.imaging import list_images, load_rgb
 from instlib.style.models import StyleComponents
-from instlib.data.selection import ImageFilter
 from instlib.style.tokens import StyleToken, load_tokens
 from instlib.style.transfer import TransferConfig, stylize_images
 

@@ -18,9 +18,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from instlib.data.atomic import atomic_open
+from instlib.data.selection import ImageFilter
 from instlib.errors import DataError
 from instlib.style.imaging import list_images, load_rgb
-from instlib.data.selection import ImageFilter
 
 
 def _classifier() -> nn.Module:

@@ -38,11 +38,11 @@ from tqdm.auto import tqdm
 
 from instlib.data.atomic import atomic_open, atomic_path
 from instlib.data.folder import IMAGES, list_samples
+from instlib.data.selection import ImageFilter
 from instlib.errors import DataError, InstlibError
 from instlib.style.conditioning import check_token, encode_prompts, image_embeddings
 from instlib.style.imaging import center_square, list_images, load_rgb, resize, to_pixels
 from instlib.style.models import StyleComponents
-from instlib.data.selection import ImageFilter
 from instlib.style.tiling import check_tile
 from instlib.style.tokens import (StyleToken, block_tensors, new_token, read_safetensors, save_token, token_from_file,
                                   token_metadata)
