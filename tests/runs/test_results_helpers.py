@@ -168,7 +168,7 @@ def test_exposure_says_what_each_source_saw():
     assert "diffusion prior trained in this run on the pixels of every real image, test images included" in inst
     paper = results.exposure(get_profile("paper"))
     assert "every real image of stain DAPI" in paper[1]
-    assert "the official split's training images of stain DAPI" in paper[2] and "test images" not in paper[2]
+    assert "the official split's training and validation images of stain DAPI" in paper[2] and "test images" not in paper[2]
     assert "as published (it never saw this run's images)" in paper[2]
     named = results.exposure(get_profile("smoke", diffusion_model="tiny", style_names="*_DAPI_*"))
     assert "named '*_DAPI_*'" in named[1] and "random weights" in named[2]

@@ -1,4 +1,5 @@
-"""Which real images a style stage uses: one stain, a name pattern, or an explicit list of names.
+"""Which real images a stage uses (Syn-HC, style tokens, InST, the realism score): one stain, a name
+pattern, or an explicit list of names.
 
 Real sets mix stains (IDCIA: DAPI counts every nucleus, Cy3 markers only positive cells), while the
 reference's tokens and InST set are DAPI images only. The stain is read from the folder manifest's

@@ -239,7 +239,7 @@ def exposure(profile: Profile) -> list[str]:
     """
     which = (f" of stain {profile.stain}" if profile.stain else
              f" named '{profile.style_names}'" if profile.style_names else "")
-    tokens = (f"the official split's training images{which}" if profile.count_split == "official" else
+    tokens = (f"the official split's training and validation images{which}" if profile.count_split == "official" else
               f"every real image{which}, each fold's test images included (their pixels and count category, "
               "never their points)")
     if profile.diffusion_model == PRIOR:
