@@ -44,6 +44,13 @@ def _shard(text: str | None) -> tuple[int, int] | None:
         raise typer.BadParameter(str(exc), param_hint="--shard") from exc
 
 
+def _select(stain: str | None, names: str | None):
+    """The image filter of --stain / --names (None when neither is given)."""
+    from instlib.data.selection import ImageFilter
+
+    return ImageFilter.of(stain, names) if stain is not None or names is not None else None
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -184,12 +191,6 @@ StainOpt = Annotated[Optional[str], typer.Option(help="Only style images of this
                                                       "manifest's 'stain' column), e.g. DAPI.")]
 NamesOpt = Annotated[Optional[str], typer.Option("--names", help="Only style images whose name matches this glob, "
                                                                  "e.g. '*_DAPI_*'.")]
-
-
-def _select(stain: str | None, names: str | None):
-    from instlib.data.selection import ImageFilter
-
-    return ImageFilter.of(stain, names) if stain is not None or names is not None else None
 
 
 def _components(model: str, image_encoder: str | None, device: str | None):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from instlib.data.folder import Sample
 from instlib.data.images import read_image, to_gray
 from instlib.data.points import read_points
 from instlib.data.selection import ImageFilter, selected_samples
@@ -45,9 +46,15 @@ def estimate_cell_size(real_dir: str | Path, max_images: int = 50, min_diameter:
                        max_diameter: float = 120.0, select: ImageFilter | None = None) -> float:
     """Median over (up to ``max_images``) images of :func:`image_cell_size`, searched in the given range;
     ``select``: measure only the images it passes (one stain's cells have one size)."""
+    return samples_cell_size(selected_samples(real_dir, select), real_dir, max_images, min_diameter, max_diameter)
+
+
+def samples_cell_size(samples: list[Sample], real_dir: str | Path, max_images: int = 50, min_diameter: float = 3.0,
+                      max_diameter: float = 120.0) -> float:
+    """:func:`estimate_cell_size` of samples already listed (``real_dir`` names them in errors)."""
     sigmas = np.geomspace(min_diameter, max_diameter, 48) / (2 * np.sqrt(2))
     sizes = []
-    for sample in selected_samples(real_dir, select)[:max_images]:
+    for sample in samples[:max_images]:
         img = read_image(sample.image)
         points = read_points(sample.points, shape=img.shape[:2])
         if len(points):

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.special import ndtri
 from tqdm.auto import tqdm
 
-from instlib.data.cellsize import estimate_cell_size
+from instlib.data.cellsize import samples_cell_size
 from instlib.data.folder import IMAGES, POINTS, prepare_output, write_manifest
 from instlib.data.images import image_size, write_image
 from instlib.data.maps import rescale_points
@@ -154,7 +154,7 @@ def synthesize_from_points(real_dir: str | Path, out: str | Path, cell_size: flo
     samples = selected_samples(real_dir, select)  # every problem is found before anything is written
     estimated = cell_size == "auto"
     if estimated:
-        cell_size = estimate_cell_size(real_dir, select=select)
+        cell_size = samples_cell_size(samples, real_dir)
     config = SynHCConfig(cell_size=float(cell_size))
     jobs = []
     for s in samples:
