@@ -186,6 +186,7 @@ def simulate(
 DiffusionModelOpt = Annotated[str, typer.Option(help="Hub id, local diffusers folder (e.g. a prior from 'instlib style prior'), 'tiny' (offline tests) or 'sd14-random'.")]
 ImageEncoderOpt = Annotated[Optional[str], typer.Option(help="CLIP image encoder: hub id or folder "
                                                                "(default: the model's image_encoder/ or CLIP ViT-L/14).")]
+KeepOpt = Annotated[Optional[str], typer.Option(help="Epoch each stage keeps: best (lowest validation MAE, the authors') or last (default: the recipe's, last for instlib, best for authors).")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ... (default: the GPU if any).")]
 StainOpt = Annotated[Optional[str], typer.Option(help="Only style images of this stain (the style folder "
                                                       "manifest's 'stain' column), e.g. DAPI.")]
@@ -397,9 +398,9 @@ def count_train(
     norm: NormOpt = None, max_steps: MaxStepsOpt = None, max_images: MaxImagesOpt = None,
     crops_per_image: CropsPerImageOpt = None, crops_per_epoch: CropsPerEpochOpt = None, head: HeadOpt = None,
     sigma: SigmaOpt = None, intensity_percentile: IntensityOpt = None, device: DeviceOpt = None,
-    recipe: RecipeOpt = None, split: SplitOpt = None, density: DensityOpt = None,
+    recipe: RecipeOpt = None, split: SplitOpt = None, density: DensityOpt = None, keep: KeepOpt = None,
 ) -> None:
-    """Pre-train on --train, fine-tune on --finetune, select by validation MAE, test on --test.
+    """Pre-train on --train, fine-tune on --finetune, keep an epoch per stage (--keep), test on --test.
 
     Training images drawn from a test image (manifest column 'origin') are left out and counted.
     """
@@ -409,7 +410,8 @@ def count_train(
                            lr=lr, batch_size=batch_size, crop_size=crop_size, seed=seed, mix=mix, norm=norm,
                            max_steps=max_steps, max_images=max_images, crops_per_image=crops_per_image,
                            crops_per_epoch=crops_per_epoch, head=head, sigma=sigma,
-                           intensity_percentile=intensity_percentile, recipe=recipe, split=split, density=density)
+                           intensity_percentile=intensity_percentile, recipe=recipe, split=split, density=density,
+                           keep=keep)
     metrics = train_run(train, test, out, config, finetune_dir=finetune, mix_with=mix_with, device=device)
     typer.echo(f"{out}: {_count_summary(metrics)}; {metrics['excluded']} training images drawn from test images "
                f"left out; kept epochs {metrics['selected_epochs']}")
@@ -481,7 +483,7 @@ def count_cv(
     max_images: MaxImagesOpt = None, crops_per_image: CropsPerImageOpt = None,
     crops_per_epoch: CropsPerEpochOpt = None, head: HeadOpt = None, sigma: SigmaOpt = None,
     intensity_percentile: IntensityOpt = None, device: DeviceOpt = None,
-    recipe: RecipeOpt = None, split: SplitOpt = None, density: DensityOpt = None,
+    recipe: RecipeOpt = None, split: SplitOpt = None, density: DensityOpt = None, keep: KeepOpt = None,
 ) -> None:
     """Cross-validate sources x mixing x folds x seeds; one row per run in OUT/results.csv, means in summary.csv.
 
@@ -494,7 +496,7 @@ def count_cv(
                            lr=lr, batch_size=batch_size, crop_size=crop_size, norm=norm, max_steps=max_steps,
                            max_images=max_images, crops_per_image=crops_per_image, crops_per_epoch=crops_per_epoch,
                            head=head, sigma=sigma, intensity_percentile=intensity_percentile, recipe=recipe,
-                           split=split, density=density)
+                           split=split, density=density, keep=keep)
     results = cross_validate(real, out, config, sources=_sources(pretrain_on or [], real_baseline),
                              mixes=tuple(mix or ["none"]), seeds=tuple(seed or [42]), folds=folds,
                              shard=_shard(shard), device=device)

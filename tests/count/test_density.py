@@ -88,6 +88,24 @@ def test_init_count_sets_the_starting_total_and_the_loss_trains_the_map():
     assert loss > 0 and m.net.out[-1].weight.grad.abs().sum() > 0
 
 
+def test_the_loss_charges_the_crop_counts_error_on_top_of_the_pixel_error():
+    net = _density_model().net
+    target = torch.zeros(2, 1, 48, 48)
+    target[:, 0, 20:24, 20:24] = 3 / 16  # three cells per crop
+    grid = target.view(2, 1, 24, 2, 24, 2).sum(dim=(3, 5))  # the stride-2 output grid
+    exact = net.loss(grid.sum(dim=(1, 2, 3)), grid, target)
+    assert exact.item() == pytest.approx(0.0, abs=1e-9)
+    moved = torch.roll(grid, 6, dims=-1)  # the same three cells elsewhere: only the pixel term charges
+    pixel_only = net.loss(moved.sum(dim=(1, 2, 3)), moved, target).item()
+    expected_pixel = torch.mean((moved * net.scale - grid * net.scale) ** 2).item()
+    assert pixel_only == pytest.approx(expected_pixel, rel=1e-5)
+    more = grid * 4 / 3  # four cells instead of three: the count term adds count_weight x 1 cell
+    expected = torch.mean((more * net.scale - grid * net.scale) ** 2).item() + net.count_weight * 1.0
+    assert net.loss(more.sum(dim=(1, 2, 3)), more, target).item() == pytest.approx(expected, rel=1e-5)
+    assert _density_model(count_weight=0.0).net.loss(more.sum(dim=(1, 2, 3)), more, target).item() == pytest.approx(
+        expected - net.count_weight, rel=1e-5)
+
+
 def test_unknown_head_is_refused():
     with pytest.raises(InstlibError, match="unknown counting head 'dots'"):
         ModelSpec(head="dots")

@@ -1,14 +1,16 @@
-"""Epoch selection: a trained epoch always wins, the best one is kept, and fine-tuning starts from it."""
+"""Epoch selection: a trained epoch always wins, the best (or the last) one is kept, and fine-tuning starts from it."""
 
 from __future__ import annotations
 
 import json
 
 import pandas as pd
+import pytest
 import torch
 
 from instlib.count import load_model, train
 from instlib.count.train import train_run
+from instlib.errors import InstlibError
 
 from .conftest import tiny_config
 
@@ -34,7 +36,8 @@ def test_the_kept_epoch_has_the_lowest_mae_and_fine_tuning_starts_from_it(folder
     # Pre-training: the starting weights (epoch 0) score best, then epochs 1-3; fine-tuning: 0, 1, 2.
     seen = _scripted_validation(monkeypatch, [0.0, 5.0, 3.0, 4.0, 0.5, 2.0, 1.0])
     out = tmp_path / "run"
-    metrics = train_run([folders["syn"]], folders["test"], out, tiny_config(epochs=3, finetune_epochs=2, max_steps=2),
+    metrics = train_run([folders["syn"]], folders["test"], out,
+                        tiny_config(epochs=3, finetune_epochs=2, max_steps=2, keep="best"),
                         finetune_dir=folders["real"], progress=False)
 
     # The untrained start never wins (the authors' min_loss = inf), however well it scores.
@@ -52,7 +55,29 @@ def test_the_kept_epoch_has_the_lowest_mae_and_fine_tuning_starts_from_it(folder
 
 def test_a_stage_whose_training_never_helps_still_returns_a_trained_epoch(folders, tmp_path, monkeypatch):
     seen = _scripted_validation(monkeypatch, [0.0, 9.0, 8.0])
-    metrics = train_run([folders["real"]], folders["test"], tmp_path / "run", tiny_config(epochs=2, max_steps=1),
-                        progress=False)
+    metrics = train_run([folders["real"]], folders["test"], tmp_path / "run",
+                        tiny_config(epochs=2, max_steps=1, keep="best"), progress=False)
     assert metrics["selected_epochs"] == {"train": 2}
     assert torch.equal(_weights(load_model(tmp_path / "run" / "model.safetensors")), seen[2])
+
+
+def test_keep_last_keeps_each_stages_last_epoch_whatever_validation_says(folders, tmp_path, monkeypatch):
+    # Validation prefers pre-training's epoch 1 and fine-tuning's epoch 1; 'last' keeps epochs 3 and 2.
+    seen = _scripted_validation(monkeypatch, [9.0, 1.0, 5.0, 7.0, 9.0, 1.0, 8.0])
+    out = tmp_path / "run"
+    metrics = train_run([folders["syn"]], folders["test"], out,
+                        tiny_config(epochs=3, finetune_epochs=2, max_steps=2, keep="last"),
+                        finetune_dir=folders["real"], progress=False)
+    assert metrics["selected_epochs"] == {"pretrain": 3, "finetune": 2}
+    assert torch.equal(seen[4], seen[3])  # fine-tuning starts from pre-training's last epoch
+    assert torch.equal(_weights(load_model(out / "model.safetensors")), seen[6])
+    history = pd.read_csv(out / "history.csv")
+    assert history["val_mae"].tolist() == [9.0, 1.0, 5.0, 7.0, 9.0, 1.0, 8.0]  # recorded all the same
+
+
+def test_the_recipes_choose_their_epochs_as_documented():
+    from instlib.count.train import TrainConfig
+
+    assert TrainConfig(recipe="authors").keep == "best" and TrainConfig(recipe="instlib").keep == "last"
+    with pytest.raises(InstlibError, match="unknown epoch choice"):
+        TrainConfig(keep="median").validate()

@@ -8,7 +8,9 @@ the density over it.
 The loss is the pixel MSE between the predicted grid and the Gaussian target map summed into the
 same grid, both multiplied by ``density_scale``: a per-pixel density is of the order of 1e-3, and
 unscaled its squared errors are too small for Adam's default epsilon and learning rates (FCRN and
-CSRNet scale their targets the same way).
+CSRNet scale their targets the same way). A second term, ``count_weight`` times the absolute error
+of each crop's count (as DM-Count's count loss), supervises the sum itself: the pixel term alone
+tolerates small errors spread over every pixel that add up to whole cells over a large image.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class DensityNet(nn.Module):
 
     def __init__(self, spec: ModelSpec, pretrained: bool):
         super().__init__()
-        self.scale = spec.density_scale
+        self.scale, self.count_weight = spec.density_scale, spec.count_weight
         self.encoder = create_backbone(spec.backbone, pretrained, features_only=True)
         info = self.encoder.feature_info
         self.decoder = UNetDecoder(info.channels(), info.reduction(), spec.out_stride, spec.decoder_width)
@@ -72,9 +74,12 @@ class DensityNet(nn.Module):
         return density.sum(dim=(1, 2, 3)), density
 
     def loss(self, count: torch.Tensor, density: torch.Tensor, label_map: torch.Tensor) -> torch.Tensor:
-        """Pixel MSE of the scaled density against ``label_map`` (``(B, 1, S, S)``) summed into the output grid."""
+        """Pixel MSE of the scaled density against ``label_map`` (``(B, 1, S, S)``) summed into the output grid,
+        plus ``count_weight`` times the mean absolute error of the crops' counts."""
+        density = density.float()  # sums over 10^4 cells in fp32, whatever the autocast dtype
         target = pool_to_grid(label_map, density.shape[-2:])
-        return F.mse_loss(density.float() * self.scale, target * self.scale)
+        pixel = F.mse_loss(density * self.scale, target * self.scale)
+        return pixel + self.count_weight * F.l1_loss(density.sum(dim=(1, 2, 3)), label_map.sum(dim=(1, 2, 3)))
 
     @torch.no_grad()
     def init_count(self, mean_count: float, crop_size: int) -> None:

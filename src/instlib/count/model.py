@@ -51,6 +51,7 @@ class ModelSpec:
     density: bool = False  # regression only: add the 1x1 density helper (DACS pseudo-labels)
     sigma: float = 4.0  # density only: std in pixels of the Gaussian around each point in the targets
     density_scale: float = 100.0  # density only: targets and outputs are scaled by this in the loss
+    count_weight: float = 0.01  # density only: weight of the crop counts' absolute error in the loss
     out_stride: int = 2  # density only: stride of the output map (an encoder stride: 2, 4, ...)
     decoder_width: int = 32  # density only: channels of the decoder
     intensity_percentile: float | None = None  # per-image scaling before the model (see pipeline.scale_intensity)

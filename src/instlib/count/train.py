@@ -2,8 +2,9 @@
 
 Protocol (the paper's): stage ``pretrain`` trains on the ``--train`` folders (mixed with
 ``mix_with`` under ``cutmix``/``dacs``); stage ``finetune`` trains on the real folder. Each stage
-keeps, among its trained epochs (never its starting weights: the authors' ``min_loss = inf``), the
-one with the lowest validation MAE, and the next stage starts from it. The validation images are a
+keeps one of its trained epochs (never its starting weights: the authors' ``min_loss = inf``), the
+one with the lowest validation MAE or the last one (the recipe's ``keep``), and the next stage
+starts from it. Every epoch's validation MAE is recorded either way. The validation images are a
 count-stratified ``val_fraction`` of the real labelled images (the fine-tune folder, or the training
 folders when there is no fine-tuning), or the ``val`` images of an official split, and are never
 trained on. Without ``finetune`` there is one stage, ``train``. Training images drawn from a test
@@ -40,7 +41,7 @@ from instlib.count.pipeline import (ImageBank, Jitter, channel_stats, concat_ban
                                     make_batch, scale_intensity, steps_per_epoch)
 from instlib.count.predict import (MODEL_FILE, check_channels, count_bank, folder_samples, true_counts,
                                    whole_image_evaluation)
-from instlib.count.recipes import RECIPE_FIELDS, SCHEDULES, get_recipe
+from instlib.count.recipes import KEEP, RECIPE_FIELDS, SCHEDULES, get_recipe
 from instlib.count.runtime import as_input, autocast, pick_device, seed_everything
 from instlib.data.atomic import atomic_open, atomic_path
 from instlib.data.folder import Sample, list_samples
@@ -83,6 +84,7 @@ class TrainConfig:
     # get the same number of steps. 0: passes over the images, crops_per_image each.
     crops_per_epoch: int | None = None
     crops_per_image: int = 1  # crops per image and epoch when crops_per_epoch is 0
+    keep: str | None = None  # the epoch each stage keeps: best (lowest validation MAE) | last
     max_steps: int | None = None  # cap on steps per epoch
     max_images: int | None = None  # use at most this many images of the training folders (seeded subset)
     val_fraction: float = 0.2
@@ -117,6 +119,8 @@ class TrainConfig:
             raise InstlibError("need sigma > 0 and 0 < intensity_percentile <= 100")
         if self.norm not in ("data", *NORMS):
             raise InstlibError(f"unknown normalisation '{self.norm}'; choose data, {', '.join(NORMS)}")
+        if self.keep not in KEEP:
+            raise InstlibError(f"unknown epoch choice '{self.keep}'; choose one of {', '.join(KEEP)}")
         if self.schedule not in SCHEDULES:
             raise InstlibError(f"unknown schedule '{self.schedule}'; choose one of {', '.join(SCHEDULES)}")
         for name in ("epochs", "batch_size", "crop_size", "crops_per_image", "eval_batch_size"):
@@ -423,7 +427,7 @@ def _fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, devic
                 opt.step()
                 losses.append(loss.item())
             val_mae = _validate(model, data.val, config, device)
-            if val_mae < best_mae:
+            if KEEP[config.keep](val_mae, best_mae):
                 best, best_mae, best_epoch = _state(model), val_mae, epoch + 1
             history.append({"stage": stage.name, "epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                             "val_mae": val_mae, "lr": opt.param_groups[0]["lr"],

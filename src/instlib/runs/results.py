@@ -220,14 +220,15 @@ def protocol_table(cv_dir) -> pd.DataFrame:
 
 
 def protocol(cv_dir) -> dict:
-    """Recipe, split, number of folds, counting head, and the synthetic images excluded (once per source and fold)."""
+    """Recipe, split, number of folds, counting head, epoch kept, and the synthetic images excluded (once per source and fold)."""
     settings = json.loads((Path(cv_dir) / "cv.json").read_text())
     table = protocol_table(cv_dir)
     excluded = table.groupby(["source", "fold"])["excluded"].max().sum() if "excluded" in table else 0
     return {"recipe": settings["config"].get("recipe", "instlib"),
             "split": settings["config"].get("split", "stratified"), "folds": settings["folds"],
             "head": settings["config"].get("head") or "regression",
-            "density": bool(settings["config"].get("density")), "excluded": int(excluded)}
+            "density": bool(settings["config"].get("density")), "excluded": int(excluded),
+            "keep": settings["config"].get("keep") or "best"}
 
 
 def exposure(profile: Profile) -> list[str]:
@@ -250,7 +251,7 @@ def exposure(profile: Profile) -> list[str]:
     else:
         model = f"{profile.diffusion_model} as published (it never saw this run's images)"
     return ["Real (and the classical counter): each fold's training images, never its test images (the deep "
-            "models hold a share of the training images out to pick the kept epoch).",
+            "models hold a share of the training images out for validation).",
             f"Syn-HC: drawn from the points of every real image{which}; an image drawn from a test image is left "
             "out of that fold.",
             f"InST: those Syn-HC images, each restyled after its real partner, with style tokens trained on {tokens}, "
@@ -276,7 +277,9 @@ def protocol_statement(cv_dir) -> list[str]:
     if len(synthetic) and "pretrain_epoch" in synthetic:
         kept = synthetic["pretrain_epoch"].dropna().astype(int)
         if len(kept):
+            why = ("each stage keeps its last epoch (the validation MAE is recorded, not used to choose)"
+                   if p["keep"] == "last" else "each stage keeps the trained epoch of lowest validation MAE, as in "
+                   "the authors' code, so pre-training always changes the starting weights")
             out.append(f"Pre-training kept epoch {kept.min()}" + (f" to {kept.max()}" if kept.max() > kept.min() else "")
-                       + f" of {int(synthetic['epochs'].max())}; only trained epochs are selected, as in the authors' "
-                       "code, so pre-training always changes the starting weights.")
+                       + f" of {int(synthetic['epochs'].max())}: {why}.")
     return out
