@@ -432,7 +432,7 @@ def _fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, devic
             history.append({"stage": stage.name, "epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                             "val_mae": val_mae, "lr": opt.param_groups[0]["lr"],
                             "seconds": time.perf_counter() - epoch_tic})
-            bar.set_postfix(loss=f"{np.mean(losses):.3g}", val_mae=f"{val_mae:.3g}", best=f"{best_mae:.3g}")
+            bar.set_postfix(loss=f"{np.mean(losses):.3g}", val_mae=f"{val_mae:.3g}", kept=f"{best_mae:.3g}")
             _write_history(out, history)
             _save_checkpoint(ckpt_path, {
                 "stage": s, "epoch": epoch + 1, "model": _state(model), "optimizer": opt.state_dict(),

@@ -216,7 +216,10 @@ def protocol_table(cv_dir) -> pd.DataFrame:
     """
     df = pd.read_csv(Path(cv_dir) / "results.csv")
     cols = ["source", "mix", "fold", "seed", "excluded", "pretrain_epoch", "epochs", "final_epoch", "finetune_epochs"]
-    return label_sources(df[[c for c in cols if c in df]])
+    df = df[[c for c in cols if c in df]]
+    # Epochs are whole numbers; real-only runs have no pre-training epoch (an empty cell, not NaN).
+    epochs = [c for c in ("pretrain_epoch", "epochs", "final_epoch", "finetune_epochs") if c in df]
+    return label_sources(df.astype({c: "Int64" for c in epochs}))
 
 
 def protocol(cv_dir) -> dict:
