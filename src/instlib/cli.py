@@ -186,7 +186,6 @@ def simulate(
 DiffusionModelOpt = Annotated[str, typer.Option(help="Hub id, local diffusers folder (e.g. a prior from 'instlib style prior'), 'tiny' (offline tests) or 'sd14-random'.")]
 ImageEncoderOpt = Annotated[Optional[str], typer.Option(help="CLIP image encoder: hub id or folder "
                                                                "(default: the model's image_encoder/ or CLIP ViT-L/14).")]
-KeepOpt = Annotated[Optional[str], typer.Option(help="Epoch each stage keeps: best (lowest validation MAE, the authors') or last (default: the recipe's, last for instlib, best for authors).")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ... (default: the GPU if any).")]
 StainOpt = Annotated[Optional[str], typer.Option(help="Only style images of this stain (the style folder "
                                                       "manifest's 'stain' column), e.g. DAPI.")]
@@ -369,6 +368,7 @@ CropsPerEpochOpt = Annotated[Optional[int], typer.Option(help="Random crops per 
 HeadOpt = Annotated[Optional[str], typer.Option(help="Counting head: regression (the paper's pooled count) or density (U-Net density map) (default: the recipe's, density for instlib, regression for authors).")]
 SigmaOpt = Annotated[Optional[float], typer.Option(help="Density head: std in pixels of the Gaussian target around each point (default: 4).")]
 IntensityOpt = Annotated[Optional[float], typer.Option(help="Scale each image so this percentile of its pixels is 255, e.g. 99.9 (default: off).")]
+KeepOpt = Annotated[Optional[str], typer.Option(help="Epoch each stage keeps: best (lowest validation MAE, the authors') or last (default: the recipe's, last for instlib, best for authors).")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ...; default: the GPU when there is one.")]
 
 

@@ -91,3 +91,5 @@ def test_overrides_and_switching_recipes():
         TrainConfig(recipe="nope")
     config = cli._count_config(recipe="authors", epochs=3, split=None)
     assert (config.recipe, config.epochs, config.drop_path_rate, config.norm) == ("authors", 3, 0.2, "idcia")
+    assert config.keep == "best" and cli._count_config().keep == "last"
+    assert cli._count_config(keep="best").keep == "best"  # --keep best under the instlib recipe
