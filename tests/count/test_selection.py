@@ -32,13 +32,18 @@ def _scripted_validation(monkeypatch, maes: list[float]) -> list[torch.Tensor]:
     return seen
 
 
+def _two_stage_run(folders, out, keep: str) -> dict:
+    """Pre-train 3 epochs on Syn-HC, fine-tune 2 on real, keeping epochs by ``keep``; returns the metrics."""
+    return train_run([folders["syn"]], folders["test"], out,
+                     tiny_config(epochs=3, finetune_epochs=2, max_steps=2, keep=keep),
+                     finetune_dir=folders["real"], progress=False)
+
+
 def test_the_kept_epoch_has_the_lowest_mae_and_fine_tuning_starts_from_it(folders, tmp_path, monkeypatch):
     # Pre-training: the starting weights (epoch 0) score best, then epochs 1-3; fine-tuning: 0, 1, 2.
     seen = _scripted_validation(monkeypatch, [0.0, 5.0, 3.0, 4.0, 0.5, 2.0, 1.0])
     out = tmp_path / "run"
-    metrics = train_run([folders["syn"]], folders["test"], out,
-                        tiny_config(epochs=3, finetune_epochs=2, max_steps=2, keep="best"),
-                        finetune_dir=folders["real"], progress=False)
+    metrics = _two_stage_run(folders, out, "best")
 
     # The untrained start never wins (the authors' min_loss = inf), however well it scores.
     assert metrics["selected_epochs"] == {"pretrain": 2, "finetune": 2}
@@ -65,9 +70,7 @@ def test_keep_last_keeps_each_stages_last_epoch_whatever_validation_says(folders
     # Validation prefers pre-training's epoch 1 and fine-tuning's epoch 1; 'last' keeps epochs 3 and 2.
     seen = _scripted_validation(monkeypatch, [9.0, 1.0, 5.0, 7.0, 9.0, 1.0, 8.0])
     out = tmp_path / "run"
-    metrics = train_run([folders["syn"]], folders["test"], out,
-                        tiny_config(epochs=3, finetune_epochs=2, max_steps=2, keep="last"),
-                        finetune_dir=folders["real"], progress=False)
+    metrics = _two_stage_run(folders, out, "last")
     assert metrics["selected_epochs"] == {"pretrain": 3, "finetune": 2}
     assert torch.equal(seen[4], seen[3])  # fine-tuning starts from pre-training's last epoch
     assert torch.equal(_weights(load_model(out / "model.safetensors")), seen[6])
