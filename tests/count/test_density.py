@@ -16,7 +16,8 @@ from instlib.count.mix import MIXES, cutmix, half_area_masks, pseudo_label
 from instlib.count.model import CountModel, ModelSpec, load_model, save_model
 from instlib.count.pipeline import (ImageBank, box_counts, density_maps, dot_maps, load_bank, make_batch,
                                     scale_intensity)
-from instlib.count.predict import blend_window, count_bank, density_maps as predict_maps, tile_starts
+from instlib.count.predict import (blend_window, count_bank, density_maps as predict_maps, tile_counts, tile_starts,
+                                   true_tile_counts)
 from instlib.count.train import TrainConfig, train_run
 from instlib.data.folder import list_samples
 from instlib.errors import InstlibError
@@ -151,6 +152,31 @@ def test_tiled_whole_image_counts_equal_the_maps_sums(folders):
     assert [mp.shape for mp in maps] == [tuple(im.shape[1:]) for im in bank.images]
     assert np.allclose(whole, [mp.sum(dtype=np.float64) for mp in maps], rtol=1e-6)
     assert (whole > 0).all() and center.shape == (3,)
+
+
+def test_tile_counts_grid_each_image_and_sum_to_its_count(folders):
+    bank = load_bank(list_samples(folders["real"])[:3])  # 96 x 112 images: a 2 x 3 grid of 48 px tiles
+    truth = true_tile_counts(bank, 48)
+    assert [t.shape for t in truth] == [(2, 3)] * 3
+    assert [t.sum() for t in truth] == bank.counts().tolist()  # every point in exactly one tile
+    m = _density_model()
+    m.init_count(5.0)
+    grids = tile_counts(m, bank, channels_last=False)
+    maps = predict_maps(m, bank, channels_last=False)
+    assert [g.shape for g in grids] == [(2, 3)] * 3
+    assert np.allclose([g.sum() for g in grids], [mp.sum(dtype=np.float64) for mp in maps], rtol=1e-6)
+    assert np.allclose(grids[0][0, 0], maps[0][:48, :48].sum(dtype=np.float64), rtol=1e-6)
+    regressor = CountModel(ModelSpec(backbone="test_efficientnet", crop_size=48)).eval()
+    assert [g.shape for g in tile_counts(regressor, bank, channels_last=False)] == [(2, 3)] * 3
+
+
+def test_validation_scores_tiles_so_errors_do_not_cancel_across_an_image(monkeypatch):
+    # One 40 x 80 image, two 40 px tiles: 3 cells left, 1 right. A model that swaps them counts the
+    # whole image right (4) but every tile wrong by 2; validation must see the 2.
+    bank = _bank([np.array([[5.0, 5.0], [10.0, 20.0], [30.0, 30.0], [60.0, 10.0]])], shape=(40, 80))
+    monkeypatch.setattr(train_mod, "tile_counts", lambda *a, **k: [np.array([[1.0, 3.0]])])
+    config = TrainConfig(crop_size=40)
+    assert train_mod._validate(None, bank, config, torch.device("cpu")) == pytest.approx(2.0)
 
 
 def test_a_saved_density_model_predicts_identically_after_reload(folders, tmp_path):

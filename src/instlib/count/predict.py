@@ -1,13 +1,15 @@
 """Counting whole images with a trained model: by tiling, and on the centre crop as the reference does.
 
-How a whole image is counted depends on the head (:data:`WHOLE_IMAGE`):
+Both heads count a whole image as the sum of its counts over a grid of ``crop x crop`` tiles
+(:func:`tile_counts`, by head in :data:`TILE_COUNTS`):
 
-- ``regression``: the sum of the model's counts over ``crop x crop`` tiles that cover the image
-  (zero-padded at the right and bottom edges). Each tile's count is clipped at 0: a region cannot
-  hold a negative number of cells.
+- ``regression``: the model's count of each tile (zero-padded at the right and bottom edges),
+  clipped at 0: a region cannot hold a negative number of cells.
 - ``density``: the image's density map, from overlapping tiles blended with weights that sum to one
   at every pixel (so nothing is counted twice, and tile borders, where a cell is only partly seen,
-  weigh least); the count is the map's sum. :func:`density_maps` returns the maps themselves.
+  weigh least), summed over each tile. :func:`density_maps` returns the maps themselves.
+
+The tile counts are also what training validates on (:func:`true_tile_counts` gives the truth).
 """
 
 from __future__ import annotations
@@ -34,62 +36,97 @@ MODEL_FILE = "model.safetensors"
 
 
 @torch.no_grad()
-def _count_crops(model: CountModel, chunks: Iterator[tuple[torch.Tensor, torch.Tensor]], n_images: int,
-                 batch_size: int, device: torch.device, amp: bool, channels_last: bool, progress) -> np.ndarray:
-    """Sum the model's clipped counts of uint8 crops into their images; ``chunks`` yields (crops, owners)."""
+def _crop_counts(model: CountModel, chunks: Iterator[torch.Tensor], batch_size: int, device: torch.device, amp: bool,
+                 channels_last: bool, progress) -> np.ndarray:
+    """The model's count of every uint8 crop that ``chunks`` yield, in order, clipped at 0."""
     model.eval()
-    totals = torch.zeros(n_images, dtype=torch.float64)
-    for crops, owners in chunks:
+    counts = []
+    for crops in chunks:
         for start in range(0, len(crops), batch_size):
             x = as_input(crops[start:start + batch_size].to(device).float().div_(255), channels_last)
             with autocast(device, amp):
                 count, _ = model(x)
-            totals.index_add_(0, owners[start:start + batch_size], count.float().clamp_min(0).cpu().double())
+            counts.append(count.float().clamp_min(0).cpu().double())
             progress.update(len(x))
-    return totals.numpy()
+    return torch.cat(counts).numpy() if counts else np.zeros(0)
 
 
-def _tile_chunks(bank: ImageBank, size: int, per_chunk: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    # Tiles of several images go through the model together: fewer, fuller batches.
-    tiles, owners, n = [], [], 0
-    for i, im in enumerate(bank.images):
-        t = image_tiles(im, size)
-        tiles.append(t)
-        owners.append(torch.full((len(t),), i, dtype=torch.int64))
-        n += len(t)
-        if n >= per_chunk:
-            yield torch.cat(tiles), torch.cat(owners)
-            tiles, owners, n = [], [], 0
-    if tiles:
-        yield torch.cat(tiles), torch.cat(owners)
+def _grid_shape(shape: Sequence[int], size: int) -> tuple[int, int]:
+    """Rows and columns of ``size`` tiles covering an image of ``shape`` ``(H, W)``."""
+    return -(-int(shape[0]) // size), -(-int(shape[1]) // size)
 
 
-def _tiled_counts(model: CountModel, bank: ImageBank, batch_size: int, device: torch.device, amp: bool,
-                  channels_last: bool, progress: bool) -> np.ndarray:
+def _regression_tiles(model: CountModel, bank: ImageBank, batch_size: int, device: torch.device, amp: bool,
+                      channels_last: bool, progress: bool) -> list[np.ndarray]:
     size = model.spec.crop_size
-    n_tiles = sum(_n_tiles(tuple(im.shape[1:]), size) for im in bank.images)
-    with tqdm(total=n_tiles, desc="count", unit="tile", disable=not progress, leave=False) as bar:
-        return _count_crops(model, _tile_chunks(bank, size, 4 * batch_size), len(bank), batch_size, device,
-                            amp, channels_last, bar)
+    grids = [_grid_shape(im.shape[1:], size) for im in bank.images]
+
+    def chunks() -> Iterator[torch.Tensor]:  # tiles of several images per chunk: fewer, fuller batches
+        tiles, n = [], 0
+        for im in bank.images:
+            tiles.append(image_tiles(im, size))
+            n += len(tiles[-1])
+            if n >= 4 * batch_size:
+                yield torch.cat(tiles)
+                tiles, n = [], 0
+        if tiles:
+            yield torch.cat(tiles)
+
+    with tqdm(total=sum(r * c for r, c in grids), desc="count", unit="tile", disable=not progress,
+              leave=False) as bar:
+        counts = _crop_counts(model, chunks(), batch_size, device, amp, channels_last, bar)
+    ends = np.cumsum([r * c for r, c in grids])
+    return [part.reshape(grid) for part, grid in zip(np.split(counts, ends[:-1]), grids)]
 
 
-def _blended_counts(model: CountModel, bank: ImageBank, batch_size: int, device: torch.device, amp: bool,
-                    channels_last: bool, progress: bool) -> np.ndarray:
+def _density_tiles(model: CountModel, bank: ImageBank, batch_size: int, device: torch.device, amp: bool,
+                   channels_last: bool, progress: bool) -> list[np.ndarray]:
     maps = density_maps(model, bank, batch_size=batch_size, device=device, amp=amp, channels_last=channels_last,
                         progress=progress)
-    return np.array([m.sum(dtype=np.float64) for m in maps])
+    return [grid_sums(m, model.spec.crop_size) for m in maps]
 
 
-# How each head counts a whole image, and how that reads in a run's metrics.
-WHOLE_IMAGE: dict[str, tuple[Callable[..., np.ndarray], str]] = {
-    "regression": (_tiled_counts, "sum of the counts of {s}x{s} tiles"),
-    "density": (_blended_counts, "sum of the density map from overlapping {s}x{s} tiles, blended"),
+def grid_sums(density: np.ndarray, size: int) -> np.ndarray:
+    """Sums of an ``(H, W)`` map over the ``size x size`` tiles of a grid from the top left (float64)."""
+    rows, cols = _grid_shape(density.shape, size)
+    padded = np.zeros((rows * size, cols * size))
+    padded[:density.shape[0], :density.shape[1]] = density
+    return padded.reshape(rows, size, cols, size).sum(axis=(1, 3))
+
+
+# How each head counts the tiles of a whole image, and how its whole-image count (their sum) reads in metrics.
+TILE_COUNTS: dict[str, tuple[Callable[..., list[np.ndarray]], str]] = {
+    "regression": (_regression_tiles, "sum of the counts of {s}x{s} tiles"),
+    "density": (_density_tiles, "sum of the density map from overlapping {s}x{s} tiles, blended"),
 }
 
 
 def whole_image_evaluation(spec: ModelSpec) -> str:
     """How a model of ``spec`` counts whole images, in words."""
-    return "whole images: " + WHOLE_IMAGE[spec.head][1].format(s=spec.crop_size)
+    return "whole images: " + TILE_COUNTS[spec.head][1].format(s=spec.crop_size)
+
+
+def tile_counts(model: CountModel, bank: ImageBank, *, batch_size: int = 32, device: torch.device | None = None,
+                amp: bool = True, channels_last: bool = True, progress: bool = False) -> list[np.ndarray]:
+    """Per image, the model's counts of the ``crop x crop`` tiles of a grid from the top left, ``(rows, cols)``.
+
+    A regression model counts each tile (zero-padded at the right and bottom, clipped at 0); a
+    density model's blended map is summed over each tile. An image's count is the sum of its grid.
+    """
+    device = device or next(model.parameters()).device
+    return TILE_COUNTS[model.spec.head][0](model, bank, batch_size, device, amp, channels_last, progress)
+
+
+def true_tile_counts(bank: ImageBank, size: int) -> list[np.ndarray]:
+    """Per image, the number of points in each ``size x size`` tile of the grid :func:`tile_counts` uses."""
+    out = []
+    for i, shape in enumerate(bank.shapes.tolist()):
+        rows, cols = _grid_shape(shape, size)
+        tops = torch.arange(rows).repeat_interleave(cols) * size
+        lefts = torch.arange(cols).repeat(rows) * size
+        idx = torch.full((rows * cols,), i, dtype=torch.int64)
+        out.append(box_counts(bank, idx, tops, lefts, size).double().numpy().reshape(rows, cols))
+    return out
 
 
 def count_bank(model: CountModel, bank: ImageBank, *, batch_size: int = 32, device: torch.device | None = None,
@@ -97,7 +134,9 @@ def count_bank(model: CountModel, bank: ImageBank, *, batch_size: int = 32, devi
                ) -> tuple[np.ndarray, np.ndarray]:
     """``(whole-image counts, centre-crop counts)`` for every image of ``bank``."""
     device = device or next(model.parameters()).device
-    whole = WHOLE_IMAGE[model.spec.head][0](model, bank, batch_size, device, amp, channels_last, progress)
+    grids = tile_counts(model, bank, batch_size=batch_size, device=device, amp=amp, channels_last=channels_last,
+                        progress=progress)
+    whole = np.array([g.sum() for g in grids], dtype=np.float64)
     return whole, center_counts(model, bank, batch_size=batch_size, device=device, amp=amp,
                                 channels_last=channels_last, progress=progress)
 
@@ -108,8 +147,7 @@ def center_counts(model: CountModel, bank: ImageBank, *, batch_size: int = 32, d
     device = device or next(model.parameters()).device
     _, _, centre = center_crops(bank, model.spec.crop_size)
     with tqdm(total=len(bank), desc="centre crops", unit="crop", disable=not progress, leave=False) as bar:
-        return _count_crops(model, iter([(centre, torch.arange(len(bank)))]), len(bank), batch_size, device,
-                            amp, channels_last, bar)
+        return _crop_counts(model, iter([centre]), batch_size, device, amp, channels_last, bar)
 
 
 def tile_starts(length: int, size: int, overlap: int) -> list[int]:
@@ -164,10 +202,6 @@ def density_maps(model: CountModel, bank: ImageBank, *, overlap: int | None = No
         # Density predicted on the zero padding of an image smaller than a tile lies outside it: dropped.
         out.append((acc / weight)[:h, :w].float().numpy())
     return out
-
-
-def _n_tiles(shape: tuple[int, int], size: int) -> int:
-    return -(-shape[0] // size) * -(-shape[1] // size)
 
 
 def true_counts(bank: ImageBank, size: int) -> tuple[np.ndarray, np.ndarray]:

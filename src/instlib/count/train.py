@@ -4,7 +4,8 @@ Protocol (the paper's): stage ``pretrain`` trains on the ``--train`` folders (mi
 ``mix_with`` under ``cutmix``/``dacs``); stage ``finetune`` trains on the real folder. Each stage
 keeps one of its trained epochs (never its starting weights: the authors' ``min_loss = inf``), the
 one with the lowest validation MAE or the last one (the recipe's ``keep``), and the next stage
-starts from it. Every epoch's validation MAE is recorded either way. The validation images are a
+starts from it. Every epoch's validation MAE (over the crop-size tiles of the validation images,
+see ``_validate``) is recorded either way. The validation images are a
 count-stratified ``val_fraction`` of the real labelled images (the fine-tune folder, or the training
 folders when there is no fine-tuning), or the ``val`` images of an official split, and are never
 trained on. Without ``finetune`` there is one stage, ``train``. Training images drawn from a test
@@ -39,8 +40,8 @@ from instlib.count.mix import get_mix
 from instlib.count.model import HEADS, NORMS, CountModel, ModelSpec, save_model
 from instlib.count.pipeline import (ImageBank, Jitter, channel_stats, concat_banks, epoch_indices, load_bank,
                                     make_batch, scale_intensity, steps_per_epoch)
-from instlib.count.predict import (MODEL_FILE, check_channels, count_bank, folder_samples, true_counts,
-                                   whole_image_evaluation)
+from instlib.count.predict import (MODEL_FILE, check_channels, count_bank, folder_samples, tile_counts, true_counts,
+                                   true_tile_counts, whole_image_evaluation)
 from instlib.count.recipes import KEEP, RECIPE_FIELDS, SCHEDULES, get_recipe
 from instlib.count.runtime import as_input, autocast, pick_device, seed_everything
 from instlib.data.atomic import atomic_open, atomic_path
@@ -360,9 +361,16 @@ def _stages(data: RunData, config: TrainConfig) -> list[Stage]:
 
 
 def _validate(model: CountModel, val: ImageBank, config: TrainConfig, device: torch.device) -> float:
-    pred, _ = count_bank(model, val, batch_size=config.eval_batch_size, device=device, amp=config.amp,
-                         channels_last=config.channels_last)
-    return float(np.mean(np.abs(pred - val.counts().numpy())))
+    """MAE of the counts of the ``crop x crop`` tiles of the validation images (GAME at tile scale).
+
+    Not of whole images: with a few validation images, over- and under-counted tiles of one image
+    cancel, and an epoch whose tiles are all wrong can score best by luck (as the authors' code,
+    which validates on crops). For images no larger than a crop, the two are the same.
+    """
+    pred = tile_counts(model, val, batch_size=config.eval_batch_size, device=device, amp=config.amp,
+                       channels_last=config.channels_last)
+    true = true_tile_counts(val, config.crop_size)
+    return float(np.mean(np.abs(np.concatenate([p.ravel() for p in pred]) - np.concatenate([t.ravel() for t in true]))))
 
 
 def _fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, device: torch.device, gen, progress
