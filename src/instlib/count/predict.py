@@ -83,10 +83,10 @@ def _density_tiles(model: CountModel, bank: ImageBank, batch_size: int, device: 
                    channels_last: bool, progress: bool) -> list[np.ndarray]:
     maps = density_maps(model, bank, batch_size=batch_size, device=device, amp=amp, channels_last=channels_last,
                         progress=progress)
-    return [grid_sums(m, model.spec.crop_size) for m in maps]
+    return [_grid_sums(m, model.spec.crop_size) for m in maps]
 
 
-def grid_sums(density: np.ndarray, size: int) -> np.ndarray:
+def _grid_sums(density: np.ndarray, size: int) -> np.ndarray:
     """Sums of an ``(H, W)`` map over the ``size x size`` tiles of a grid from the top left (float64)."""
     rows, cols = _grid_shape(density.shape, size)
     padded = np.zeros((rows * size, cols * size))
