@@ -98,6 +98,13 @@ def test_non_numeric_value_names_the_option(capsys, tmp_path: Path):
     assert_one_error_line(code, err, "error: Invalid value for '--n'")
 
 
+
+def test_sigma_is_a_number_or_auto(capsys, tmp_path: Path, real: Path):
+    code, _, err = run_cli(capsys, "count", "train", "--train", real, "--test", real, "--out", tmp_path / "o",
+                           "--sigma", "wide")
+    assert_one_error_line(code, err, "error: Invalid value")
+    assert "--sigma must be a number or auto, got 'wide'" in err and not (tmp_path / "o").exists()
+
 # ---------------------------------------------------------------- failures while writing
 
 SYNTH = ["synth", "--n", "12", "--size", "64", "64", "--cells", "3", "9", "--seed", "5"]

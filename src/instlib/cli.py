@@ -115,14 +115,23 @@ def _report_import(out: Path) -> None:
 # ---------------------------------------------------------------- synthesis
 
 
-def _cell_size(text: str, auto: bool) -> float | str:
+def _number_or_auto(text: str, option: str, auto: bool = True, without_auto: str = "") -> float | str:
+    """``text`` as a number, or ``"auto"`` where ``auto`` allows it (``without_auto`` says why not)."""
     if text == "auto" and auto:
         return text
     try:
         return float(text)
     except ValueError:
-        raise typer.BadParameter(f"--cell-size must be a number{' or auto' if auto else ' (auto needs --from-points)'}, "
+        raise typer.BadParameter(f"{option} must be a number{' or auto' if auto else without_auto}, "
                                  f"got {text!r}") from None
+
+
+def _cell_size(text: str, auto: bool) -> float | str:
+    return _number_or_auto(text, "--cell-size", auto, " (auto needs --from-points)")
+
+
+def _sigma(text: str | None) -> float | str | None:
+    return None if text is None else _number_or_auto(text, "--sigma")
 
 
 @app.command()
@@ -366,7 +375,7 @@ MaxImagesOpt = Annotated[Optional[int], typer.Option(help="Use at most this many
 CropsPerImageOpt = Annotated[Optional[int], typer.Option(help="Random crops per image and epoch when --crops-per-epoch is 0 (default: 1).")]
 CropsPerEpochOpt = Annotated[Optional[int], typer.Option(help="Random crops per epoch, whatever the number of images; 0: passes over the images (default: the recipe's, 128 for instlib, 0 for authors).")]
 HeadOpt = Annotated[Optional[str], typer.Option(help="Counting head: regression (the paper's pooled count) or density (U-Net density map) (default: the recipe's, density for instlib, regression for authors).")]
-SigmaOpt = Annotated[Optional[float], typer.Option(help="Density head: std in pixels of the Gaussian target around each point (default: 4).")]
+SigmaOpt = Annotated[Optional[str], typer.Option(help="Density head: std in pixels of the Gaussian target around each point, or auto (the default): the cells' blob scale, diameter / 2.8, measured on the real training images.")]
 IntensityOpt = Annotated[Optional[float], typer.Option(help="Scale each image so this percentile of its pixels is 255, e.g. 99.9 (default: off).")]
 KeepOpt = Annotated[Optional[str], typer.Option(help="Epoch each stage keeps: best (lowest validation MAE, the authors') or last (default: the recipe's, last for instlib, best for authors).")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ...; default: the GPU when there is one.")]
@@ -409,7 +418,7 @@ def count_train(
     config = _count_config(model=model, pretrained=pretrained, epochs=epochs, finetune_epochs=finetune_epochs,
                            lr=lr, batch_size=batch_size, crop_size=crop_size, seed=seed, mix=mix, norm=norm,
                            max_steps=max_steps, max_images=max_images, crops_per_image=crops_per_image,
-                           crops_per_epoch=crops_per_epoch, head=head, sigma=sigma,
+                           crops_per_epoch=crops_per_epoch, head=head, sigma=_sigma(sigma),
                            intensity_percentile=intensity_percentile, recipe=recipe, split=split, density=density,
                            keep=keep)
     metrics = train_run(train, test, out, config, finetune_dir=finetune, mix_with=mix_with, device=device)
@@ -495,7 +504,7 @@ def count_cv(
     config = _count_config(model=model, pretrained=pretrained, epochs=epochs, finetune_epochs=finetune_epochs,
                            lr=lr, batch_size=batch_size, crop_size=crop_size, norm=norm, max_steps=max_steps,
                            max_images=max_images, crops_per_image=crops_per_image, crops_per_epoch=crops_per_epoch,
-                           head=head, sigma=sigma, intensity_percentile=intensity_percentile, recipe=recipe,
+                           head=head, sigma=_sigma(sigma), intensity_percentile=intensity_percentile, recipe=recipe,
                            split=split, density=density, keep=keep)
     results = cross_validate(real, out, config, sources=_sources(pretrain_on or [], real_baseline),
                              mixes=tuple(mix or ["none"]), seeds=tuple(seed or [42]), folds=folds,

@@ -14,8 +14,8 @@ from instlib import cli
 from instlib.count import train as train_mod
 from instlib.count.mix import MIXES, cutmix, half_area_masks, pseudo_label
 from instlib.count.model import CountModel, ModelSpec, load_model, save_model
-from instlib.count.pipeline import (ImageBank, box_counts, density_maps, dot_maps, load_bank, make_batch,
-                                    scale_intensity)
+from instlib.count.pipeline import (ImageBank, box_counts, cell_sigma, density_maps, dot_maps, load_bank,
+                                    make_batch, scale_intensity)
 from instlib.count.predict import (blend_window, count_bank, density_maps as predict_maps, tile_counts, tile_starts,
                                    true_tile_counts)
 from instlib.count.train import TrainConfig, train_run
@@ -237,6 +237,35 @@ def test_density_run_end_to_end_and_predict_maps(folders, tmp_path):
     fig = density_figure(folders["test"], tmp_path / "maps", list(df["name"][:2]))
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[2] == f"predicted density: sum {df['pred'][0]:.1f}" and titles[1].startswith("true: ")
+
+
+def _disk_bank(radius: float, n: int = 2) -> ImageBank:
+    """Images of bright disks of ``radius`` at their points, like nuclei, on a dark background."""
+    rng = np.random.default_rng(0)
+    points = [rng.uniform(20, 140, size=(8, 2)) for _ in range(n)]
+    yy, xx = np.mgrid[:160, :160]
+    images = [torch.from_numpy(np.stack([(np.min([np.hypot(xx - x, yy - y) for x, y in pts], axis=0) <= radius)
+                                         .astype(np.uint8) * 200] * 3)) for pts in points]
+    offsets = torch.tensor([0, *np.cumsum([len(p) for p in points])], dtype=torch.int64)
+    return ImageBank([f"d{k}" for k in range(n)], [None] * n, images, torch.from_numpy(np.concatenate(points)), offsets)
+
+
+def test_auto_sigma_is_the_blob_scale_of_the_cells():
+    # A disk of radius r has its normalised-LoG peak at r / sqrt(2): the targets are as wide as the cells.
+    for radius in (4.0, 9.0):
+        assert cell_sigma(_disk_bank(radius)) == pytest.approx(radius / np.sqrt(2), rel=0.25)
+    assert cell_sigma(_bank([np.zeros((0, 2))])) is None
+
+
+def test_a_run_measures_sigma_on_its_real_training_images(folders, tmp_path):
+    config = tiny_config(head="density", epochs=1, crops_per_epoch=8)
+    assert config.sigma == "auto"
+    metrics = train_run([folders["real"]], folders["test"], tmp_path / "run", config, progress=False)
+    spec = load_model(tmp_path / "run" / "model.safetensors").spec
+    data = train_mod.load_run_data([folders["real"]], folders["test"], config)
+    assert spec.sigma == metrics["produced_by"]["config"]["sigma"] == round(cell_sigma(data.train), 2)
+    with pytest.raises(InstlibError, match="sigma must be"):
+        tiny_config(sigma="wide").validate()
 
 
 def test_predict_maps_needs_a_density_model(folders, tmp_path):

@@ -22,7 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from instlib.data.folder import Sample
-from instlib.data.images import read_image, to_uint8
+from instlib.data.cellsize import median_cell_size
+from instlib.data.images import read_image, to_gray, to_uint8
 from instlib.data.maps import center_box, density_map
 from instlib.data.points import read_points
 
@@ -200,6 +201,24 @@ def dot_maps(bank: ImageBank, idx: torch.Tensor, tops: torch.Tensor, lefts: torc
     maps = torch.zeros(len(idx), 1, size, size)
     maps.index_put_((owner, torch.zeros_like(owner), row, col), torch.ones(len(owner)), accumulate=True)
     return maps
+
+
+def cell_sigma(bank: ImageBank, max_images: int = 50) -> float | None:
+    """Std in pixels of Gaussian targets shaped like the bank's cells, or None when it has no cells.
+
+    The blob scale of the cells at their points, ``diameter / (2 sqrt 2)`` (:mod:`instlib.data.cellsize`:
+    where the normalised Laplacian of Gaussian of a disk peaks), over at most ``max_images`` images.
+    A target as wide as the cell lets a clump of touching cells be counted by its area; a narrower one
+    asks for the centre of each, which a saturated clump does not show.
+    """
+    points, offsets = bank._labels()
+
+    def images():
+        for i, image in enumerate(bank.images[:max_images]):
+            yield to_gray(image.permute(1, 2, 0).numpy())[..., 0], points[offsets[i]:offsets[i + 1]].numpy()
+
+    diameter = median_cell_size(images())
+    return None if diameter is None else diameter / (2 * math.sqrt(2))
 
 
 def density_maps(bank: ImageBank, idx: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, size: int,

@@ -38,8 +38,8 @@ from instlib.count.backbone import check_backbone
 from instlib.count.metrics import score
 from instlib.count.mix import get_mix
 from instlib.count.model import HEADS, NORMS, CountModel, ModelSpec, save_model
-from instlib.count.pipeline import (ImageBank, Jitter, channel_stats, concat_banks, epoch_indices, load_bank,
-                                    make_batch, scale_intensity, steps_per_epoch)
+from instlib.count.pipeline import (ImageBank, Jitter, cell_sigma, channel_stats, concat_banks, epoch_indices,
+                                    load_bank, make_batch, scale_intensity, steps_per_epoch)
 from instlib.count.predict import (MODEL_FILE, check_channels, count_bank, folder_samples, tile_counts, true_counts,
                                    true_tile_counts, whole_image_evaluation)
 from instlib.count.recipes import KEEP, RECIPE_FIELDS, SCHEDULES, get_recipe
@@ -56,6 +56,7 @@ RUN_FILE, METRICS_FILE, PREDICTIONS_FILE, HISTORY_FILE, CHECKPOINT_FILE = (
 #: How the real images are split: ``stratified`` draws count-stratified parts (folds, validation
 #: images); ``official`` takes the ``split`` column (train / val / test) of the real folder's manifest.
 SPLITS = ("stratified", "official")
+AUTO_SIGMA = "auto"  # TrainConfig.sigma: measured on the real training images
 
 
 @dataclass
@@ -91,7 +92,9 @@ class TrainConfig:
     val_fraction: float = 0.2
     head: str | None = None  # regression (the paper's pooled count) | density (U-Net density map; see count.model)
     density: bool | None = None  # regression head: add the 1x1 density helper and its loss (dacs needs one)
-    sigma: float = 4.0  # density head: std in pixels of the Gaussians of the target maps
+    # Density head: std in pixels of the Gaussians of the target maps; auto: the cells' blob scale measured on the
+    # real training images at their points (pipeline.cell_sigma), so the targets are as wide as the cells.
+    sigma: float | str = AUTO_SIGMA
     intensity_percentile: float | None = None  # scale each image so this percentile is 255 (None: as stored)
     jitter: bool = True  # colour jitter (brightness/contrast/saturation 0.2, hue 0.1)
     eval_batch_size: int = 32
@@ -116,8 +119,10 @@ class TrainConfig:
                                "so all train with the same loss")
         if self.split not in SPLITS:
             raise InstlibError(f"unknown split '{self.split}'; choose one of {', '.join(SPLITS)}")
-        if self.sigma <= 0 or not 0 < (self.intensity_percentile or 50) <= 100:
-            raise InstlibError("need sigma > 0 and 0 < intensity_percentile <= 100")
+        if self.sigma != AUTO_SIGMA and not (isinstance(self.sigma, (int, float)) and self.sigma > 0):
+            raise InstlibError(f"sigma must be a number of pixels > 0 or '{AUTO_SIGMA}', got {self.sigma!r}")
+        if not 0 < (self.intensity_percentile or 50) <= 100:
+            raise InstlibError("need 0 < intensity_percentile <= 100")
         if self.norm not in ("data", *NORMS):
             raise InstlibError(f"unknown normalisation '{self.norm}'; choose data, {', '.join(NORMS)}")
         if self.keep not in KEEP:
@@ -321,6 +326,17 @@ def _mean_crop_count(bank: ImageBank, size: int) -> float:
     return float((bank.counts() * frac).mean())
 
 
+def _resolve_sigma(config: TrainConfig, real: ImageBank) -> TrainConfig:
+    """``config`` with ``sigma="auto"`` replaced by the blob scale of the cells of the real training images."""
+    if config.sigma != AUTO_SIGMA or config.head != "density":
+        return config
+    sigma = cell_sigma(real)
+    if sigma is None:
+        raise DataError("the real training images have no annotated cells to measure the target width at; "
+                        "give the density targets' sigma in pixels (--sigma)", real.paths[0].parent)
+    return replace(config, sigma=round(sigma, 2))
+
+
 def _build_model(data: RunData, config: TrainConfig) -> CountModel:
     real = data.finetune if data.finetune is not None else data.train
     if config.norm == "data":
@@ -329,7 +345,8 @@ def _build_model(data: RunData, config: TrainConfig) -> CountModel:
     else:
         mean, std = NORMS[config.norm]
     spec = ModelSpec(backbone=config.model, channels=concat_banks([real, data.val]).channels, mean=mean, std=std,
-                     crop_size=config.crop_size, head=config.head, sigma=config.sigma,
+                     crop_size=config.crop_size, head=config.head,
+                     **({"sigma": config.sigma} if config.head == "density" else {}),  # the regressor has dot targets
                      intensity_percentile=config.intensity_percentile,
                      density=config.head == "regression" and config.density,
                      drop_rate=config.drop_rate, drop_path_rate=config.drop_path_rate)
@@ -487,6 +504,7 @@ def run(data: RunData, out: str | Path, config: TrainConfig, *, progress: bool =
         "folders": data.describe}}
     real = data.finetune if data.finetune is not None else data.train
     check_channels(data.test, concat_banks([real, data.val]).channels, "the real training images of this run are")
+    config = _resolve_sigma(config, real)
     done = _claim(out, stamp)
     if done is not None:
         return done

@@ -9,6 +9,7 @@ Only the real images and their points are used, so it holds for any microscope, 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,14 +53,21 @@ def estimate_cell_size(real_dir: str | Path, max_images: int = 50, min_diameter:
 def samples_cell_size(samples: list[Sample], real_dir: str | Path, max_images: int = 50, min_diameter: float = 3.0,
                       max_diameter: float = 120.0) -> float:
     """:func:`estimate_cell_size` of samples already listed (``real_dir`` names them in errors)."""
-    sigmas = np.geomspace(min_diameter, max_diameter, 48) / (2 * np.sqrt(2))
-    sizes = []
-    for sample in samples[:max_images]:
-        img = read_image(sample.image)
-        points = read_points(sample.points, shape=img.shape[:2])
-        if len(points):
-            gray = to_gray(img)[..., 0].astype(np.float32)
-            sizes.append(image_cell_size(gray / max(float(gray.max()), 1e-6), points, sigmas))
-    if not sizes:
+    def images() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for sample in samples[:max_images]:
+            img = read_image(sample.image)
+            yield to_gray(img)[..., 0], read_points(sample.points, shape=img.shape[:2])
+
+    size = median_cell_size(images(), min_diameter, max_diameter)
+    if size is None:
         raise DataError("has no annotated cells to measure the cell size at", real_dir)
-    return float(np.median(sizes))
+    return size
+
+
+def median_cell_size(images: Iterable[tuple[np.ndarray, np.ndarray]], min_diameter: float = 3.0,
+                     max_diameter: float = 120.0) -> float | None:
+    """Median of :func:`image_cell_size` over ``(grey (H, W), points (n, 2))`` pairs; None when no image has points."""
+    sigmas = np.geomspace(min_diameter, max_diameter, 48) / (2 * np.sqrt(2))
+    sizes = [image_cell_size(gray.astype(np.float32) / max(float(gray.max()), 1e-6), points, sigmas)
+             for gray, points in images if len(points)]
+    return float(np.median(sizes)) if sizes else None
