@@ -266,6 +266,10 @@ def test_a_run_measures_sigma_on_its_real_training_images(folders, tmp_path):
     assert spec.sigma == metrics["produced_by"]["config"]["sigma"] == round(cell_sigma(data.train), 2)
     with pytest.raises(InstlibError, match="sigma must be"):
         tiny_config(sigma="wide").validate()
+    empty = _bank([np.zeros((0, 2))])
+    empty.paths = [tmp_path / "real" / "images" / "i0.png"]
+    with pytest.raises(InstlibError, match=f"{tmp_path / 'real' / 'images'}: .*no annotated cells.*--sigma"):
+        train_mod._resolve_sigma(config, empty)
 
 
 def test_predict_maps_needs_a_density_model(folders, tmp_path):

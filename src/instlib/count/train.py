@@ -332,8 +332,8 @@ def _resolve_sigma(config: TrainConfig, real: ImageBank) -> TrainConfig:
         return config
     sigma = cell_sigma(real)
     if sigma is None:
-        raise DataError("the real training images have no annotated cells to measure the target width at; "
-                        "give the density targets' sigma in pixels (--sigma)", real.paths[0].parent)
+        raise DataError("the real training images have no annotated cells to measure the width of the density "
+                        "targets at; give it in pixels (--sigma)", Path(real.paths[0]).parent)
     return replace(config, sigma=round(sigma, 2))
 
 
@@ -504,10 +504,10 @@ def run(data: RunData, out: str | Path, config: TrainConfig, *, progress: bool =
         "folders": data.describe}}
     real = data.finetune if data.finetune is not None else data.train
     check_channels(data.test, concat_banks([real, data.val]).channels, "the real training images of this run are")
-    config = _resolve_sigma(config, real)
     done = _claim(out, stamp)
     if done is not None:
         return done
+    config = _resolve_sigma(config, real)
     tic = time.perf_counter()
     dev = pick_device(device)
     gen = seed_everything(config.seed)
