@@ -117,14 +117,14 @@ def test_real_data_from_a_folder_subset_and_pointer(tmp_path):
     assert subset(src, tmp_path / "two", 2).is_dir()
 
 
-def _cv_dir(tmp_path, recipe="authors", split="stratified", keep=None):
+def _cv_dir(tmp_path, recipe="authors", split="stratified", keep=None, **config):
     rows = [{"source": src, "mix": "none", "fold": k, "seed": 42, "mae": 1.0, "n_test": 4, "epochs": 5,
              "finetune_epochs": 0 if src == "real" else 5, "excluded": 0 if src == "real" else 3 + k,
              "pretrain_epoch": None if src == "real" else 2 + k, "final_epoch": 4}
             for src in ("real", "synhc") for k in range(2)]
     pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
     (tmp_path / "cv.json").write_text(json.dumps({"folds": 2, "config": {"recipe": recipe, "split": split,
-                                                                          "density": False, "keep": keep}}))
+                                                                          "density": False, "keep": keep, **config}}))
     return tmp_path
 
 
@@ -137,13 +137,23 @@ def test_protocol_tables_give_exclusions_per_fold_and_kept_epochs_per_run(tmp_pa
     assert str(table["pretrain_epoch"].dtype) == "Int64"  # whole epochs, empty for real-only runs
     # cv.json of a run from before the choice existed: the lowest validation MAE, as then.
     assert results.protocol(cv_dir) == {"recipe": "authors", "split": "stratified", "folds": 2, "head": "regression",
-                                        "density": False, "excluded": 7, "keep": "best"}
+                                        "density": False, "excluded": 7, "keep": "best", "sigma": None, "sigmas": []}
     text = " ".join(results.protocol_statement(cv_dir))
     assert "'authors'" in text and "2-fold cross-validation" in text and "7 synthetic images" in text
     assert "fold 0: 3, fold 1: 4" in text and "kept epoch 2 to 3 of 5: each stage keeps the trained epoch of lowest" in text
     (tmp_path / "last").mkdir()
     last = " ".join(results.protocol_statement(_cv_dir(tmp_path / "last", recipe="instlib", keep="last")))
     assert "keeps its last epoch" in last and "lowest" not in last
+
+    (tmp_path / "density").mkdir()
+    density = _cv_dir(tmp_path / "density", recipe="instlib", keep="last", head="density", sigma="auto")
+    for k, sigma in enumerate((5.96, 6.1)):  # measured per run on its own real training images
+        run = density / "runs" / f"real-none-fold{k}-seed42"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"produced_by": {"config": {"head": "density", "sigma": sigma}}}))
+    text = " ".join(results.protocol_statement(density))
+    assert ("density-map head (U-Net decoder, Gaussian targets of σ 5.96-6.1 px, the cells' blob scale measured on "
+            "each run's real training images)") in text
 
     (tmp_path / "official").mkdir()
     official = " ".join(results.protocol_statement(_cv_dir(tmp_path / "official", split="official")))

@@ -231,7 +231,27 @@ def protocol(cv_dir) -> dict:
             "split": settings["config"].get("split", "stratified"), "folds": settings["folds"],
             "head": settings["config"].get("head") or "regression",
             "density": bool(settings["config"].get("density")), "excluded": int(excluded),
-            "keep": settings["config"].get("keep") or "best"}
+            "keep": settings["config"].get("keep") or "best",
+            "sigma": settings["config"].get("sigma"), "sigmas": _target_sigmas(cv_dir)}
+
+
+def _target_sigmas(cv_dir) -> list[float]:
+    """The distinct widths (pixels) of the Gaussian targets that the finished density-head runs trained on."""
+    found = set()
+    for path in Path(cv_dir).glob("runs/*/metrics.json"):
+        config = json.loads(path.read_text()).get("produced_by", {}).get("config", {})
+        if config.get("head") == "density" and isinstance(config.get("sigma"), (int, float)):
+            found.add(float(config["sigma"]))
+    return sorted(found)
+
+
+def _density_targets(p: dict) -> str:
+    """``Gaussian targets of σ 5.9-6.1 px, ...``: the targets of a protocol's density-head runs, in words."""
+    if not p["sigmas"]:
+        return "Gaussian targets"
+    lo, hi = p["sigmas"][0], p["sigmas"][-1]
+    how = ", the cells' blob scale measured on each run's real training images" if p["sigma"] == "auto" else ""
+    return f"Gaussian targets of σ {lo:g}" + (f"-{hi:g}" if hi > lo else "") + f" px{how}"
 
 
 def exposure(profile: Profile) -> list[str]:
@@ -265,8 +285,8 @@ def protocol_statement(cv_dir) -> list[str]:
     """Plain sentences saying which recipe, split and exclusions produced the numbers of ``cv_dir``."""
     p, table = protocol(cv_dir), protocol_table(cv_dir)
     out = [f"Counting recipe: '{p['recipe']}'; split: {SPLIT_WORDS[p['split']].format(folds=p['folds'])}; "
-           + ("every deep run counted with the density-map head (U-Net decoder, Gaussian targets), so the mixing "
-              "variants differ in the mixing only." if p["head"] == "density" else
+           + (f"every deep run counted with the density-map head (U-Net decoder, {_density_targets(p)}), so the "
+              "mixing variants differ in the mixing only." if p["head"] == "density" else
               "every deep run counted with the paper's regression head"
               + (" and its 1x1 density helper, so the mixing variants differ in the mixing only." if p["density"]
                  else "."))]
