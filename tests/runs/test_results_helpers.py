@@ -71,6 +71,23 @@ def test_statement_weighs_the_best_deep_model_against_the_classical_counter():
     assert "(real) did not beat it" in line and "within the spread" in line
 
 
+def test_statement_compares_sources_on_the_same_test_images(tmp_path):
+    # Fold 2 is hard for every counter: the rows' spreads overlap, yet real wins on every fold.
+    mae = {"real": (2.0, 4.0, 6.0), "classical": (3.0, 5.5, 6.5), "synhc": (5.0, 7.0, 8.0), "inst": (4.0, 7.5, 7.0)}
+    pd.DataFrame([{"source": src, "mix": "none", "fold": k, "seed": 42, "mae": v}
+                  for src, folds in mae.items() for k, v in enumerate(folds)]).to_csv(tmp_path / "results.csv")
+    (tmp_path / "cv.json").write_text(json.dumps({"folds": 3, "config": {"recipe": "instlib"}}))
+    summary = pd.DataFrame([{"source": results.SOURCE_LABELS[src], "mix": "none", "mae_mean": np.mean(v),
+                             "mae_std": np.std(v, ddof=1)} for src, v in mae.items()])
+    shows, _ = results.statement(summary, get_profile("demo"), cv_dir=tmp_path)
+    classical = next(s for s in shows if "classical counter" in s)
+    assert "within the spread" in classical
+    assert classical.endswith("Run by run, on the same test images, real had the lower MAE in 3 of 3 (by 0.50 to "
+                              "1.50 cells).")
+    assert shows[0].endswith("InST had the lower MAE in 2 of 3 (its MAE lower by -0.50 to +1.00 cells).")
+    assert results.paired(tmp_path, "real", "Cell200-s") == "" and results.paired(None, "real", "InST") == ""
+
+
 def test_metrics_table_and_finite_check():
     s = _summary(real=10.0, InST=9.0)
     t = results.metrics_table(s)

@@ -106,6 +106,25 @@ def _get(summary: pd.DataFrame, source: str, metric: str = "mae", mix: str = "no
     return float(r[f"{metric}_mean"].iloc[0]), float(r[f"{metric}_std"].fillna(0).iloc[0])
 
 
+def paired(cv_dir, better: str, worse: str, mix: str = "none") -> str:
+    """`` Run by run ...``: how often ``better`` had the lower MAE than ``worse`` on the same fold and seed.
+
+    Folds differ in difficulty for every counter alike, so the spread over folds of each row overstates
+    how uncertain their difference is; the same test images side by side do not. Empty when there are
+    no such pairs (or no ``cv_dir``).
+    """
+    if cv_dir is None or not (Path(cv_dir) / "results.csv").is_file():
+        return ""
+    df = label_sources(pd.read_csv(Path(cv_dir) / "results.csv"))
+    mae = df[df["mix"] == mix].pivot_table(index=["fold", "seed"], columns="source", values="mae")
+    if better not in mae or worse not in mae or not len(gain := (mae[worse] - mae[better]).dropna()):
+        return ""
+    margin = (f"by {gain.min():.2f} to {gain.max():.2f} cells" if (gain > 0).all() else
+              f"its MAE lower by {gain.min():+.2f} to {gain.max():+.2f} cells")
+    return (f" Run by run, on the same test images, {better} had the lower MAE in {int((gain > 0).sum())} of "
+            f"{len(gain)} ({margin}).")
+
+
 def statement(summary: pd.DataFrame, profile: Profile, *, cell200: bool | None = None, cv_dir=None
               ) -> tuple[list[str], list[str]]:
     """Two lists of plain sentences: what this run's numbers show, and what they do not.
@@ -122,7 +141,8 @@ def statement(summary: pd.DataFrame, profile: Profile, *, cell200: bool | None =
         shows.append(f"Pre-training on InST images gave an MAE of {mean_std(*inst)} against {mean_std(*syn)} for "
                      f"Syn-HC: {relative} (the paper reports up to 37% lower)."
                      + ("" if separated else " The difference is within the spread over folds, so this run "
-                        "does not separate the two."))
+                        "does not separate the two.")
+                     + (paired(cv_dir, "InST", "Syn-HC") if change > 0 else paired(cv_dir, "Syn-HC", "InST")))
     if inst and real:
         better = inst[0] < real[0]
         separated = abs(inst[0] - real[0]) > inst[1] + real[1]
@@ -138,7 +158,8 @@ def statement(summary: pd.DataFrame, profile: Profile, *, cell200: bool | None =
         shows.append(f"The classical counter (Gaussian smoothing and local maxima, three parameters fitted on each "
                      f"fold's training images) scored {mean_std(*classical)}; the best deep model ({best}) "
                      f"{'beat' if beats else 'did not beat'} it with {mean_std(*deep[best])}"
-                     + ("." if separated else ", within the spread over folds."))
+                     + ("." if separated else ", within the spread over folds.")
+                     + (paired(cv_dir, best, SOURCE_LABELS["classical"]) if beats else ""))
     if not shows:
         shows.append("This run has no counting results to compare.")
     if profile.random_diffusion:
