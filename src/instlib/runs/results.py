@@ -107,7 +107,7 @@ def _get(summary: pd.DataFrame, source: str, metric: str = "mae", mix: str = "no
 
 
 def paired(cv_dir, better: str, worse: str, mix: str = "none") -> str:
-    """`` Run by run ...``: how often ``better`` had the lower MAE than ``worse`` on the same fold and seed.
+    """`` Run by run ...``: how often ``better`` had a lower MAE than ``worse`` on the same fold and seed.
 
     Folds differ in difficulty for every counter alike, so the spread over folds of each row overstates
     how uncertain their difference is; the same test images side by side do not. Empty when there are
