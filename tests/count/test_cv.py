@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -94,6 +96,10 @@ def test_grid_resumes_after_a_kill_and_shards(folders, tmp_path, monkeypatch):
     assert list(results.columns[:10]) == ["source", "mix", "fold", "seed", "mae", "rmse", "acp", "mae_center",
                                           "rmse_center", "acp_center"]
     assert {"epochs", "finetune_epochs", "wall_s", "n_test"} <= set(results.columns)
+    for row in results.itertuples():  # the width of the density targets each run measured and trained with
+        metrics = json.loads((out / "runs" / f"{row.source}-{row.mix}-fold{row.fold}-seed{row.seed}" /
+                              "metrics.json").read_text())
+        assert row.sigma == metrics["produced_by"]["config"]["sigma"] > 0
     assert results[["mae", "rmse", "acp"]].notna().all().all()
     assert (results.groupby(["source", "mix"])["n_test"].sum() == 20).all()  # each image tested once
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), results, check_dtype=False)

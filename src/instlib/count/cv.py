@@ -53,7 +53,7 @@ CLASSICAL = "classical"
 BASELINES = (REAL, CLASSICAL)
 CV_FILE, RESULTS_FILE, SUMMARY_FILE, RESULT_FILE = "cv.json", "results.csv", "summary.csv", "result.json"
 METRICS = ("mae", "rmse", "acp", "mae_center", "rmse_center", "acp_center")
-COLUMNS = ("source", "mix", "fold", "seed", *METRICS, "n_test", "epochs", "finetune_epochs", "model", "head",
+COLUMNS = ("source", "mix", "fold", "seed", *METRICS, "n_test", "epochs", "finetune_epochs", "model", "head", "sigma",
            "wall_s", "excluded", "pretrain_epoch", "final_epoch", "recipe", "split")
 
 
@@ -246,6 +246,7 @@ def _deep_run(real: ImageBank, real_dir: Path, parts: list, job: Job, config: Tr
            "n_test": metrics["n"], "epochs": cfg.epochs,
            "finetune_epochs": cfg.finetune_epochs if source is not None else 0,
            "model": cfg.model, "head": cfg.head, "wall_s": metrics["wall_s"], "excluded": excluded,
+           "sigma": metrics["produced_by"]["config"]["sigma"] if cfg.head == "density" else None,
            "pretrain_epoch": metrics["selected_epochs"].get("pretrain"), "final_epoch": selected[-1][1],
            "recipe": cfg.recipe, "split": cfg.split}
 

@@ -257,13 +257,9 @@ def protocol(cv_dir) -> dict:
 
 
 def _target_sigmas(cv_dir) -> list[float]:
-    """The distinct widths (pixels) of the Gaussian targets that the finished density-head runs trained on."""
-    found = set()
-    for path in Path(cv_dir).glob("runs/*/metrics.json"):
-        config = json.loads(path.read_text()).get("produced_by", {}).get("config", {})
-        if config.get("head") == "density" and isinstance(config.get("sigma"), (int, float)):
-            found.add(float(config["sigma"]))
-    return sorted(found)
+    """The distinct widths (pixels) of the Gaussian targets that the density-head runs trained on."""
+    df = pd.read_csv(Path(cv_dir) / "results.csv")
+    return sorted(float(s) for s in df["sigma"].dropna().unique()) if "sigma" in df else []
 
 
 def _density_targets(p: dict) -> str:
