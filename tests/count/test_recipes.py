@@ -93,3 +93,5 @@ def test_overrides_and_switching_recipes():
     assert (config.recipe, config.epochs, config.drop_path_rate, config.norm) == ("authors", 3, 0.2, "idcia")
     assert config.keep == "best" and cli._count_config().keep == "last"
     assert cli._count_config(keep="best").keep == "best"  # --keep best under the instlib recipe
+    with pytest.raises(InstlibError, match="unknown epoch choice"):
+        TrainConfig(keep="median").validate()

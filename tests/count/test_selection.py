@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pytest
 import torch
 
 from instlib.count import load_model, train
 from instlib.count.train import train_run
-from instlib.errors import InstlibError
 
 from .conftest import tiny_config
 
@@ -76,11 +74,3 @@ def test_keep_last_keeps_each_stages_last_epoch_whatever_validation_says(folders
     assert torch.equal(_weights(load_model(out / "model.safetensors")), seen[6])
     history = pd.read_csv(out / "history.csv")
     assert history["val_mae"].tolist() == [9.0, 1.0, 5.0, 7.0, 9.0, 1.0, 8.0]  # recorded all the same
-
-
-def test_the_recipes_choose_their_epochs_as_documented():
-    from instlib.count.train import TrainConfig
-
-    assert TrainConfig(recipe="authors").keep == "best" and TrainConfig(recipe="instlib").keep == "last"
-    with pytest.raises(InstlibError, match="unknown epoch choice"):
-        TrainConfig(keep="median").validate()
