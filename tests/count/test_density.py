@@ -11,7 +11,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from instlib import cli
-from instlib.count import train as train_mod
+from instlib.count import pipeline, train as train_mod
 from instlib.count.mix import MIXES, cutmix, half_area_masks, pseudo_label
 from instlib.count.model import CountModel, ModelSpec, load_model, save_model
 from instlib.count.pipeline import (ImageBank, box_counts, cell_sigma, density_maps, dot_maps, load_bank,
@@ -255,6 +255,16 @@ def test_auto_sigma_is_the_blob_scale_of_the_cells():
     for radius in (4.0, 9.0):
         assert cell_sigma(_disk_bank(radius)) == pytest.approx(radius / np.sqrt(2), rel=0.25)
     assert cell_sigma(_bank([np.zeros((0, 2))])) is None
+
+
+def test_each_image_is_measured_once_however_many_runs_ask(monkeypatch):
+    calls = []
+    monkeypatch.setattr(pipeline, "cell_diameter", lambda gray, points: calls.append(len(points)) or 12.0)
+    monkeypatch.setattr(pipeline, "_DIAMETERS", {})
+    bank = _disk_bank(4.0, n=3)
+    assert cell_sigma(bank) == pytest.approx(12.0 / (2 * np.sqrt(2)))
+    assert cell_sigma(bank.subset([2, 0])) == cell_sigma(bank.subset([1])) == cell_sigma(bank)
+    assert calls == [8, 8, 8]  # three images, each measured once
 
 
 def test_a_run_measures_sigma_on_its_real_training_images(folders, tmp_path):

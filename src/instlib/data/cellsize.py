@@ -9,7 +9,6 @@ Only the real images and their points are used, so it holds for any microscope, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -53,21 +52,19 @@ def estimate_cell_size(real_dir: str | Path, max_images: int = 50, min_diameter:
 def samples_cell_size(samples: list[Sample], real_dir: str | Path, max_images: int = 50, min_diameter: float = 3.0,
                       max_diameter: float = 120.0) -> float:
     """:func:`estimate_cell_size` of samples already listed (``real_dir`` names them in errors)."""
-    def images() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for sample in samples[:max_images]:
-            img = read_image(sample.image)
-            yield to_gray(img)[..., 0], read_points(sample.points, shape=img.shape[:2])
-
-    size = median_cell_size(images(), min_diameter, max_diameter)
-    if size is None:
+    sizes = []
+    for sample in samples[:max_images]:
+        img = read_image(sample.image)
+        points = read_points(sample.points, shape=img.shape[:2])
+        if len(points):
+            sizes.append(cell_diameter(to_gray(img)[..., 0], points, min_diameter, max_diameter))
+    if not sizes:
         raise DataError("has no annotated cells to measure the cell size at", real_dir)
-    return size
+    return float(np.median(sizes))
 
 
-def median_cell_size(images: Iterable[tuple[np.ndarray, np.ndarray]], min_diameter: float = 3.0,
-                     max_diameter: float = 120.0) -> float | None:
-    """Median of :func:`image_cell_size` over ``(grey (H, W), points (n, 2))`` pairs; None when no image has points."""
+def cell_diameter(gray: np.ndarray, points: np.ndarray, min_diameter: float = 3.0, max_diameter: float = 120.0
+                  ) -> float:
+    """:func:`image_cell_size` of a grey ``(H, W)`` image brought to ``[0, 1]``, searched over 48 scales in the range."""
     sigmas = np.geomspace(min_diameter, max_diameter, 48) / (2 * np.sqrt(2))
-    sizes = [image_cell_size(gray.astype(np.float32) / max(float(gray.max()), 1e-6), points, sigmas)
-             for gray, points in images if len(points)]
-    return float(np.median(sizes)) if sizes else None
+    return image_cell_size(gray.astype(np.float32) / max(float(gray.max()), 1e-6), points, sigmas)
