@@ -56,8 +56,11 @@ def test_committed_notebooks_have_no_outputs_and_a_colab_cell():
         assert "parameters" in code[1]["metadata"].get("tags", []), stem
         for c in code:  # every cell is valid IPython (a syntax error would only show up after minutes of work)
             compile(TransformerManager().transform_cell("".join(c["source"])), f"{stem}:{c['id']}", "exec")
-        checks = [c for c in code if "check" in c["metadata"].get("tags", [])]
-        assert len(checks) == 1 and "NBVAL_CHECK_OUTPUT" in "".join(checks[0]["source"]), stem
+        checks = [i for i, c in enumerate(nb["cells"]) if "check" in c["metadata"].get("tags", [])]
+        assert len(checks) == 1 and "NBVAL_CHECK_OUTPUT" in "".join(nb["cells"][checks[0]]["source"]), stem
+        # nbval's checks and their heading are for Colab users and CI, not for readers of the book
+        for c in nb["cells"][checks[0] - 1: checks[0] + 1]:
+            assert "remove-cell" in c["metadata"]["tags"], stem
 
 
 def test_smoke_reproduce_prints_the_index_within_budget(smoke):
@@ -138,8 +141,10 @@ def test_the_book_shows_no_plumbing_cells_and_no_machine_paths(smoke):
         text = _page_text(built / "notebooks" / f"{stem}.html")
         leaked = [ln for ln in removed if ln not in shown and ln in text]
         assert not leaked, (stem, leaked)
+        assert "NBVAL_CHECK_OUTPUT" not in text and "checks passed" not in text, stem
         # the setup cell stays, folded
         page = (built / "notebooks" / f"{stem}.html").read_text()
+        assert 'id="checks"' not in page, stem  # nor the checks' heading
         folded = page.split('class="cell tag_hide-input', 1)[1].split("</details>", 1)[0]
         assert "setup_from" in folded and page.count("setup_from") == folded.count("setup_from"), stem
 
