@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from instlib.data.folder import Sample
 from instlib.data.cellsize import cell_diameter
-from instlib.data.images import read_image, to_gray, to_uint8
+from instlib.data.images import read_image, to_uint8
 from instlib.data.maps import center_box, density_map
 from instlib.data.points import read_points
 
@@ -226,7 +226,7 @@ _DIAMETERS: dict[bytes, float] = {}
 def _cell_diameter(image: torch.Tensor, points: torch.Tensor) -> float:
     key = hashlib.blake2b(image.numpy().tobytes() + points.numpy().tobytes(), digest_size=16).digest()
     if key not in _DIAMETERS:
-        _DIAMETERS[key] = cell_diameter(to_gray(image.permute(1, 2, 0).numpy())[..., 0], points.numpy())
+        _DIAMETERS[key] = cell_diameter(image.permute(1, 2, 0).numpy(), points.numpy())
     return _DIAMETERS[key]
 
 

@@ -57,14 +57,16 @@ def samples_cell_size(samples: list[Sample], real_dir: str | Path, max_images: i
         img = read_image(sample.image)
         points = read_points(sample.points, shape=img.shape[:2])
         if len(points):
-            sizes.append(cell_diameter(to_gray(img)[..., 0], points, min_diameter, max_diameter))
+            sizes.append(cell_diameter(img, points, min_diameter, max_diameter))
     if not sizes:
         raise DataError("has no annotated cells to measure the cell size at", real_dir)
     return float(np.median(sizes))
 
 
-def cell_diameter(gray: np.ndarray, points: np.ndarray, min_diameter: float = 3.0, max_diameter: float = 120.0
+def cell_diameter(image: np.ndarray, points: np.ndarray, min_diameter: float = 3.0, max_diameter: float = 120.0
                   ) -> float:
-    """:func:`image_cell_size` of a grey ``(H, W)`` image brought to ``[0, 1]``, searched over 48 scales in the range."""
+    """:func:`image_cell_size` of an ``(H, W)`` or ``(H, W, C)`` image, in grey brought to ``[0, 1]``,
+    searched over 48 scales in the range."""
+    gray = to_gray(image)[..., 0].astype(np.float32)
     sigmas = np.geomspace(min_diameter, max_diameter, 48) / (2 * np.sqrt(2))
-    return image_cell_size(gray.astype(np.float32) / max(float(gray.max()), 1e-6), points, sigmas)
+    return image_cell_size(gray / max(float(gray.max()), 1e-6), points, sigmas)

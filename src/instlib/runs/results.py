@@ -21,6 +21,7 @@ METRICS = ("mae", "rmse", "acp")
 SOURCE_LABELS = {"real": "real", "synhc": "Syn-HC", "cell200": "Cell200-s", "inst": "InST",
                  "classical": "classical (no training)"}
 SOURCE_ORDER = list(SOURCE_LABELS.values())
+RESULTS = "results.csv"  # one row per run of a cross-validation folder (instlib.count.cv writes it)
 
 
 def label_sources(df: pd.DataFrame) -> pd.DataFrame:
@@ -31,6 +32,11 @@ def label_sources(df: pd.DataFrame) -> pd.DataFrame:
     keys = ["source"] + (["mix"] if "mix" in out else [])
     return out.sort_values(keys, key=lambda c: c.map(rank if c.name == "source" else mix_rank).fillna(99),
                            kind="stable").reset_index(drop=True)
+
+
+def _results(cv_dir) -> pd.DataFrame:
+    """``results.csv`` of a cross-validation folder: one row per run, with run-folder source names."""
+    return pd.read_csv(Path(cv_dir) / RESULTS)
 
 
 def load_summary(cv_dir, *, mixes=None, sources=None) -> pd.DataFrame:
@@ -113,9 +119,9 @@ def paired(cv_dir, better: str, worse: str, mix: str = "none") -> str:
     how uncertain their difference is; the same test images side by side do not. Empty when there are
     no such pairs (or no ``cv_dir``).
     """
-    if cv_dir is None or not (Path(cv_dir) / "results.csv").is_file():
+    if cv_dir is None or not (Path(cv_dir) / RESULTS).is_file():
         return ""
-    df = label_sources(pd.read_csv(Path(cv_dir) / "results.csv"))
+    df = label_sources(_results(cv_dir))
     mae = df[df["mix"] == mix].pivot_table(index=["fold", "seed"], columns="source", values="mae")
     if better not in mae or worse not in mae or not len(gain := (mae[worse] - mae[better]).dropna()):
         return ""
@@ -235,7 +241,7 @@ def protocol_table(cv_dir) -> pd.DataFrame:
     pre-training (empty for real-only runs) and by the last stage, out of ``epochs`` /
     ``finetune_epochs``.
     """
-    df = pd.read_csv(Path(cv_dir) / "results.csv")
+    df = _results(cv_dir)
     cols = ["source", "mix", "fold", "seed", "excluded", "pretrain_epoch", "epochs", "final_epoch", "finetune_epochs"]
     df = df[[c for c in cols if c in df]]
     # Epochs are whole numbers; real-only runs have no pre-training epoch (an empty cell, not NaN).
@@ -258,7 +264,7 @@ def protocol(cv_dir) -> dict:
 
 def _target_sigmas(cv_dir) -> list[float]:
     """The distinct widths (pixels) of the Gaussian targets that the density-head runs trained on."""
-    df = pd.read_csv(Path(cv_dir) / "results.csv")
+    df = _results(cv_dir)
     return sorted(float(s) for s in df["sigma"].dropna().unique()) if "sigma" in df else []
 
 
