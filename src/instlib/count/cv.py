@@ -45,13 +45,15 @@ from instlib.data.folder import list_samples
 from instlib.data.provenance import drawn_from, sample_origins
 from instlib.data.splits import split_part, stratified_kfold
 from instlib.errors import DataError, InstlibError
+from instlib.runs.results import RESULTS_FILE, SUMMARY_FILE
+from instlib.runs.shard import take_shard
 
 FOLD_SEED = 42
 REAL = "real"
 #: The classical baseline as a source of the grid: no training folders, no mixing, fitted per fold.
 CLASSICAL = "classical"
 BASELINES = (REAL, CLASSICAL)
-CV_FILE, RESULTS_FILE, SUMMARY_FILE, RESULT_FILE = "cv.json", "results.csv", "summary.csv", "result.json"
+CV_FILE, RESULT_FILE = "cv.json", "result.json"
 METRICS = ("mae", "rmse", "acp", "mae_center", "rmse_center", "acp_center")
 COLUMNS = ("source", "mix", "fold", "seed", *METRICS, "n_test", "epochs", "finetune_epochs", "model", "head", "sigma",
            "wall_s", "excluded", "pretrain_epoch", "final_epoch", "recipe", "split")
@@ -183,8 +185,6 @@ def cross_validate(real_dir: str | Path, out: str | Path, config: TrainConfig, *
     the real training folds only, and ``"classical"`` (no folders) fits the classical baseline
     (:mod:`instlib.count.classical`) on each fold's training images. ``config.seed`` and ``config.mix`` are replaced per run.
     """
-    from instlib.runs.shard import take_shard
-
     sources = dict(sources or {REAL: []})
     for name, dirs in sources.items():
         if (name in BASELINES) != (not dirs):

@@ -21,7 +21,8 @@ METRICS = ("mae", "rmse", "acp")
 SOURCE_LABELS = {"real": "real", "synhc": "Syn-HC", "cell200": "Cell200-s", "inst": "InST",
                  "classical": "classical (no training)"}
 SOURCE_ORDER = list(SOURCE_LABELS.values())
-RESULTS = "results.csv"  # one row per run of a cross-validation folder (instlib.count.cv writes it)
+# The tables instlib.count.cv writes into a cross-validation folder: one row per run, and per source and mix.
+RESULTS_FILE, SUMMARY_FILE = "results.csv", "summary.csv"
 
 
 def label_sources(df: pd.DataFrame) -> pd.DataFrame:
@@ -36,12 +37,12 @@ def label_sources(df: pd.DataFrame) -> pd.DataFrame:
 
 def _results(cv_dir) -> pd.DataFrame:
     """``results.csv`` of a cross-validation folder: one row per run, with run-folder source names."""
-    return pd.read_csv(Path(cv_dir) / RESULTS)
+    return pd.read_csv(Path(cv_dir) / RESULTS_FILE)
 
 
 def load_summary(cv_dir, *, mixes=None, sources=None) -> pd.DataFrame:
     """``summary.csv`` of a cross-validation folder with display names, optionally filtered."""
-    df = pd.read_csv(Path(cv_dir) / "summary.csv")
+    df = pd.read_csv(Path(cv_dir) / SUMMARY_FILE)
     if mixes is not None:
         df = df[df["mix"].isin(list(mixes))]
     if sources is not None:
@@ -119,7 +120,7 @@ def paired(cv_dir, better: str, worse: str, mix: str = "none") -> str:
     how uncertain their difference is; the same test images side by side do not. Empty when there are
     no such pairs (or no ``cv_dir``).
     """
-    if cv_dir is None or not (Path(cv_dir) / RESULTS).is_file():
+    if cv_dir is None or not (Path(cv_dir) / RESULTS_FILE).is_file():
         return ""
     df = label_sources(_results(cv_dir))
     mae = df[df["mix"] == mix].pivot_table(index=["fold", "seed"], columns="source", values="mae")
