@@ -36,9 +36,12 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from scipy import ndimage
 
-from instlib.count.model import NORMS, CountModel, ModelSpec
-from instlib.count.pipeline import Jitter, epoch_indices, load_bank, make_batch
+from instlib.count.augment import Jitter
+from instlib.count.bank import load_bank
+from instlib.count.batches import epoch_indices, make_batch
+from instlib.count.model import CountModel
 from instlib.count.runtime import as_input, autocast
+from instlib.count.spec import NORMS, ModelSpec
 from instlib.data.folder import list_samples
 from instlib.data.images import write_image
 from instlib.data.maps import dot_map

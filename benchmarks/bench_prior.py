@@ -18,10 +18,11 @@ import time
 import numpy as np
 import torch
 
+from instlib.config import PriorConfig
 from instlib.style import TransferConfig, stylize_images
 from instlib.style.conditioning import encode_prompts
 from instlib.style.models import default_device
-from instlib.style.prior import PriorConfig, _loss, _step_rng, _Trainable, build_prior
+from instlib.style.prior import _loss, _step_rng, _Trainable, build_prior
 
 
 def _sync(device: torch.device) -> None:

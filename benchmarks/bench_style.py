@@ -30,7 +30,13 @@ from instlib.style import TransferConfig, load_components, stylize_images
 from instlib.style.conditioning import encode_prompts, token_embeddings
 from instlib.style.imaging import from_pixels, to_pixels
 from instlib.style.tokens import new_token
-from instlib.style.transfer import adain, decode_latents, encode_latents, invert, timesteps
+from instlib.style.transfer import (
+    adain,
+    decode_latents,
+    encode_latents,
+    invert,
+    timesteps,
+)
 
 # Dense bf16/fp16 tensor-core peaks in TFLOP/s (vendor data sheets, no sparsity).
 GPU_PEAKS = {"H200": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0,

@@ -21,6 +21,7 @@ import pytest
 import typer
 
 import instlib
+from instlib.config import SynHCConfig
 from instlib.cli import app
 from instlib.data.atomic import is_temporary
 from instlib.data.simulate import simulate
@@ -102,8 +103,8 @@ def test_non_numeric_value_names_the_option(capsys, tmp_path: Path):
 def test_sigma_is_a_number_or_auto(capsys, tmp_path: Path, real: Path):
     code, _, err = run_cli(capsys, "count", "train", "--train", real, "--test", real, "--out", tmp_path / "o",
                            "--sigma", "wide")
-    assert_one_error_line(code, err, "error: Invalid value")
-    assert "--sigma must be a number or auto, got 'wide'" in err and not (tmp_path / "o").exists()
+    assert_one_error_line(code, err, "error: Invalid value for '--sigma': sigma must be a number of pixels > 0 or 'auto'")
+    assert "got 'wide'" in err and not (tmp_path / "o").exists()
 
 # ---------------------------------------------------------------- failures while writing
 
@@ -122,7 +123,7 @@ def temporaries(folder: Path) -> list[Path]:
 def uninterrupted(tmp_path_factory) -> dict[str, bytes]:
     """The files of SYNTH run once without trouble."""
     out = tmp_path_factory.mktemp("ref") / "synth"
-    synthesize_random(out, 12, (64, 64), (3, 9), seed=5, progress=False)
+    synthesize_random(out, 12, (64, 64), (3, 9), SynHCConfig(seed=5), progress=False)
     return files_of(out)
 
 

@@ -6,9 +6,14 @@ line per paragraph (the help formatter keeps line breaks), no Sphinx markup.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+import types
+import typing
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
@@ -17,6 +22,9 @@ try:  # recent typer releases carry their own copy of click
 except ImportError:
     from click import exceptions as click_errors
 
+from instlib.config import (Config, GridConfig, PriorConfig, SynHCConfig, TokenTrainingConfig, TrainConfig,
+                            TransferConfig)
+from instlib.config.base import SettingsError
 from instlib.errors import InstlibError
 
 APP_HELP = ("One command per stage of the InST-Microscopy pipeline. Every command reads and writes the folder "
@@ -33,10 +41,94 @@ app.add_typer(count_app, name="count")
 Seed = Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical output.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an output folder that holds other data.")]
 ShardOpt = Annotated[Optional[str], typer.Option(help="Do only shard i of n (0-based), e.g. 0/4.")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ... (default: the GPU if any).")]
+StainOpt = Annotated[Optional[str], typer.Option(help="Only (style) images of this stain (the folder manifest's "
+                                                      "'stain' column), e.g. DAPI.")]
+NamesOpt = Annotated[Optional[str], typer.Option("--names", help="Only (style) images whose name matches this glob, "
+                                                                 "e.g. '*_DAPI_*'.")]
+
+
+# ---------------------------------------------------------------- options built from a stage's settings
+
+
+def settings_options(name: str, model: type[Config], *, skip: Collection[str] = (),
+                     flags: Mapping[str, str] | None = None) -> Callable[[Callable], Callable]:
+    """Give a command one option per field of ``model`` and pass it the validated settings as ``name``.
+
+    Option names, types and help come from the fields (``flags`` renames some, e.g. ``seeds`` to
+    ``--seed``); an option left out keeps the field's default (for a counting run: its recipe's). A bad
+    value is reported as click reports its own: ``Invalid value for '--option': problem``.
+    """
+    flags = dict(flags or {})
+    fields = {f: info for f, info in model.model_fields.items() if f not in skip}
+
+    def option_of(field: str) -> str:
+        return flags.get(field, "--" + field.replace("_", "-"))
+
+    def decorate(command: Callable) -> Callable:
+        signature = inspect.signature(command, eval_str=True)
+        options = [inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY,
+                                     default=inspect.Parameter.empty if info.is_required() else None,
+                                     annotation=Annotated[_option_type(info.annotation),
+                                                          typer.Option(*_decls(option_of(field), info.annotation),
+                                                                       help=_help(info))])
+                   for field, info in fields.items()]
+
+        @functools.wraps(command)
+        def run(**values: Any) -> Any:
+            given = {f: values.pop(f) for f in fields}
+            values[name] = settings_from_options(model, given, option_of)
+            return command(**values)
+
+        params = [p for p in signature.parameters.values() if p.name != name] + options
+        run.__signature__ = signature.replace(parameters=params)
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        return run
+
+    return decorate
+
+
+def settings_from_options(model: type[Config], given: Mapping[str, Any],
+                          option_of: Callable[[str], str] = lambda f: "--" + f.replace("_", "-")) -> Config:
+    """``model`` from option values (``None`` and empty repeats: not given); errors name the option."""
+    try:
+        return model(**{f: v for f, v in given.items() if v is not None and v != [] and v != ()})
+    except SettingsError as exc:
+        field, problem = exc.problems[0]
+        raise typer.BadParameter(problem, param_hint=f"'{option_of(field)}'" if field else None) from None
+
+
+def _bare(annotation: Any) -> Any:
+    """The type of a field without ``None``; a choice of names (``Literal``, ``float | Literal``) is text."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return _bare(args[0]) if len(args) == 1 else str
+    return str if typing.get_origin(annotation) is typing.Literal else annotation
+
+
+def _option_type(annotation: Any) -> Any:
+    bare = _bare(annotation)
+    if typing.get_origin(bare) is tuple:
+        args = typing.get_args(bare)
+        bare = list[args[0]] if args[-1] is Ellipsis else tuple[args]  # a variable length: repeat the option
+    return Optional[bare]
+
+
+def _decls(option: str, annotation: Any) -> tuple[str, ...]:
+    """A boolean field gets ``--x/--no-x``; others their one option name."""
+    return (f"{option}/--no-{option[2:]}",) if _bare(annotation) is bool else (option,)
+
+
+def _help(info: Any) -> str:
+    text = " ".join((info.description or "").split())
+    if info.is_required() or info.default is None or "default" in text:
+        return text
+    default = ", ".join(map(str, info.default)) if isinstance(info.default, tuple) else info.default
+    return f"{text} (default: {default})"
 
 
 def _shard(text: str | None) -> tuple[int, int] | None:
-    from instlib.runs.shard import parse_shard
+    from instlib.data.shard import parse_shard
 
     try:
         return parse_shard(text)
@@ -115,26 +207,8 @@ def _report_import(out: Path) -> None:
 # ---------------------------------------------------------------- synthesis
 
 
-def _number_or_auto(text: str, option: str, auto: bool = True, without_auto: str = "") -> float | str:
-    """``text`` as a number, or ``"auto"`` where ``auto`` allows it (``without_auto`` says why not)."""
-    if text == "auto" and auto:
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise typer.BadParameter(f"{option} must be a number{' or auto' if auto else without_auto}, "
-                                 f"got {text!r}") from None
-
-
-def _cell_size(text: str, auto: bool) -> float | str:
-    return _number_or_auto(text, "--cell-size", auto, " (auto needs --from-points)")
-
-
-def _sigma(text: str | None) -> float | str | None:
-    return None if text is None else _number_or_auto(text, "--sigma")
-
-
 @app.command()
+@settings_options("config", SynHCConfig)
 def synth(
     out: Annotated[Path, typer.Option(help="Output folder.")],
     from_points: Annotated[Optional[Path], typer.Option(help="Real folder whose points to draw (one image each).")] = None,
@@ -142,16 +216,14 @@ def synth(
     n: Annotated[Optional[int], typer.Option(help="Random layouts: number of images.")] = None,
     size: Annotated[Optional[tuple[int, int]], typer.Option(help="Canvas H W (default: the real image's).")] = None,
     cells: Annotated[Optional[tuple[int, int]], typer.Option(help="Random layouts: cells per image, LO HI.")] = None,
-    cell_size: Annotated[str, typer.Option(help="Cell size cs: semi-axes ~ U[0.4 cs, 0.6 cs); 'auto' (with "
-                                                "--from-points): measured on the real images at their points.")] = "15",
     stain: Annotated[Optional[str], typer.Option(help="With --from-points: draw only the real images of this "
                                                       "stain (the manifest's 'stain' column), e.g. DAPI.")] = None,
     names: Annotated[Optional[str], typer.Option("--names", help="With --from-points: draw only the real images "
                                                                  "whose name matches this glob.")] = None,
-    seed: Seed = 0,
     workers: Annotated[int, typer.Option(help="Processes (output does not depend on it).")] = 1,
     shard: ShardOpt = None,
     overwrite: Overwrite = False,
+    config: SynHCConfig = SynHCConfig(),
 ) -> None:
     """Hard-coded synthetic images (Syn-HC): from a real folder's points, or random layouts."""
     from instlib.data import synth as syn
@@ -161,12 +233,15 @@ def synth(
     if from_points is not None:
         if n is not None or cells is not None:
             raise typer.BadParameter("--n/--cells are for random layouts; drop them with --from-points")
-        path = syn.synthesize_from_points(from_points, out, cell_size=_cell_size(cell_size, auto=True), seed=seed,
-                                          steps=steps, size=size, select=_select(stain, names), overwrite=overwrite,
-                                          workers=workers, shard=_shard(shard))
+        path = syn.synthesize_from_points(from_points, out, config, steps=steps, size=size,
+                                          select=_select(stain, names), overwrite=overwrite, workers=workers,
+                                          shard=_shard(shard))
     elif n is not None and size is not None and cells is not None:
-        path = syn.synthesize_random(out, n, size, cells, cell_size=_cell_size(cell_size, auto=False), seed=seed,
-                                     overwrite=overwrite, workers=workers, shard=_shard(shard))
+        if config.cell_size == "auto":
+            raise typer.BadParameter("auto is measured at real points: give a number, or --from-points",
+                                     param_hint="'--cell-size'")
+        path = syn.synthesize_random(out, n, size, cells, config, overwrite=overwrite, workers=workers,
+                                     shard=_shard(shard))
     else:
         raise typer.BadParameter("give --from-points REALDIR, or --n N --size H W --cells LO HI")
     typer.echo(f"wrote {path}")
@@ -195,11 +270,6 @@ def simulate(
 DiffusionModelOpt = Annotated[str, typer.Option(help="Hub id, local diffusers folder (e.g. a prior from 'instlib style prior'), 'tiny' (offline tests) or 'sd14-random'.")]
 ImageEncoderOpt = Annotated[Optional[str], typer.Option(help="CLIP image encoder: hub id or folder "
                                                                "(default: the model's image_encoder/ or CLIP ViT-L/14).")]
-DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ... (default: the GPU if any).")]
-StainOpt = Annotated[Optional[str], typer.Option(help="Only style images of this stain (the style folder "
-                                                      "manifest's 'stain' column), e.g. DAPI.")]
-NamesOpt = Annotated[Optional[str], typer.Option("--names", help="Only style images whose name matches this glob, "
-                                                                 "e.g. '*_DAPI_*'.")]
 
 
 def _components(model: str, image_encoder: str | None, device: str | None):
@@ -209,40 +279,29 @@ def _components(model: str, image_encoder: str | None, device: str | None):
 
 
 @style_app.command("train")
+@settings_options("config", TokenTrainingConfig)
 def style_train(
     style: Annotated[Path, typer.Option(help="Style folder (folder format, or a folder of images).")],
     out: Annotated[Path, typer.Option(help="Token file to write, e.g. token.safetensors.")],
-    steps: Annotated[int, typer.Option(help="Optimiser steps (the paper's tokens: about 1000).")],
     model: DiffusionModelOpt = "CompVis/stable-diffusion-v1-4",
     image_encoder: ImageEncoderOpt = None,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
-    batch_size: Annotated[int, typer.Option(help="Images per step (per process).")] = 1,
-    resolution: Annotated[int, typer.Option(help="Square training size in pixels.")] = 512,
-    seed: Seed = 0,
     category: Annotated[Optional[tuple[int, int]], typer.Option(help="Train on style images with LO..HI cells only.")] = None,
     stain: StainOpt = None,
     names: NamesOpt = None,
-    geometry: Annotated[str, typer.Option(help="resize (the whole image, as the reference) or "
-                                               "center-crop.")] = "resize",
-    reference_clip_input: Annotated[bool, typer.Option("--reference-clip-input", help="Feed CLIP the reference's "
-                                                       "uint8 cast of the [-1, 1] image (a near-binary mask), as "
-                                                       "the authors' code; recorded in the token.")] = False,
-    checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every K steps.")] = 500,
     device: DeviceOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start afresh instead of resuming.")] = False,
+    config: TokenTrainingConfig = TokenTrainingConfig(steps=1),
 ) -> None:
     """Train a style token (rerun the same command to resume; works under 'accelerate launch')."""
     from instlib.style import train_style_token
 
-    path = train_style_token(style, out, _components(model, image_encoder, device), steps=steps, lr=lr,
-                             batch_size=batch_size, resolution=resolution, seed=seed, category=category,
-                             select=_select(stain, names), geometry=geometry,
-                             reference_clip_input=reference_clip_input, checkpoint_every=checkpoint_every,
-                             overwrite=overwrite)
+    path = train_style_token(style, out, _components(model, image_encoder, device), config, category=category,
+                             select=_select(stain, names), overwrite=overwrite)
     typer.echo(f"wrote {path}")
 
 
 @style_app.command("transfer")
+@settings_options("config", TransferConfig)
 def style_transfer(
     content: Annotated[Path, typer.Option(help="Content folder (folder format, e.g. Syn-HC).")],
     style: Annotated[Path, typer.Option(help="Style folder (paired by file name) or one style image for all.")],
@@ -250,52 +309,36 @@ def style_transfer(
     out: Annotated[Path, typer.Option(help="Output folder.")],
     model: DiffusionModelOpt = "CompVis/stable-diffusion-v1-4",
     image_encoder: ImageEncoderOpt = None,
-    strength: Annotated[float, typer.Option(help="Share of the diffusion run; more = more style, less structure.")] = 0.7,
-    steps: Annotated[int, typer.Option(help="DDIM grid size (strength x steps are run).")] = 50,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 10.0,
-    adain: Annotated[bool, typer.Option("--adain/--no-adain", help="Latent AdaIN of content to style.")] = True,
-    inversion: Annotated[str, typer.Option(help="stochastic (UNet-predicted noise) or noise (plain img2img).")] = "stochastic",
-    reference_timesteps: Annotated[bool, typer.Option("--reference-timesteps", help="Encode at int(strength x 1000) "
-                                                      "but decode from the DDIM grid, as the reference.")] = False,
-    resolution: Annotated[int, typer.Option(help="Square tile the networks see; outputs keep the content's size "
-                                                 "and pixel grid.")] = 512,
-    tiling: Annotated[str, typer.Option(help="blend (overlapping tiles merged every step) or grid "
-                                             "(non-overlapping tiles, as the reference's data).")] = "blend",
     stain: StainOpt = None,
     names: NamesOpt = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch (results do not depend on it).")] = 1,
-    seed: Seed = 42,
     shard: ShardOpt = None,
     device: DeviceOpt = None,
     overwrite: Overwrite = False,
+    config: TransferConfig = TransferConfig(),
 ) -> None:
     """Style content images with their paired real images; labels copied, fidelity measured (resumable)."""
     from instlib.style import transfer_folder
 
-    path = transfer_folder(content, style, token, out, _components(model, image_encoder, device), strength=strength,
-                           steps=steps, guidance=guidance, adain=adain, inversion=inversion,
-                           reference_timesteps=reference_timesteps, batch_size=batch_size, seed=seed,
-                           resolution=resolution, tiling=tiling, select=_select(stain, names), shard=_shard(shard),
+    path = transfer_folder(content, style, token, out, _components(model, image_encoder, device), config,
+                           select=_select(stain, names), batch_size=batch_size, shard=_shard(shard),
                            overwrite=overwrite)
     typer.echo(f"wrote {path}")
 
 
 @style_app.command("prior")
+@settings_options("config", PriorConfig)
 def style_prior(
     real: Annotated[list[Path], typer.Option(help="Real image folder (repeat for several); points are never read.")],
     out: Annotated[Path, typer.Option(help="Folder to write the prior to (diffusers layout); use it as --model.")],
-    resolution: Annotated[int, typer.Option(help="Square training crop size in pixels.")] = 64,
-    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 600,
-    batch_size: Annotated[int, typer.Option(help="Crops per step.")] = 16,
-    seed: Seed = 0,
     device: DeviceOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start afresh instead of resuming.")] = False,
+    config: PriorConfig = PriorConfig(),
 ) -> None:
     """Train a diffusion prior from scratch on real images (rerun the same command to resume)."""
     from instlib.style.models import default_device
-    from instlib.style.prior import PriorConfig, train_prior
+    from instlib.style.prior import train_prior
 
-    config = PriorConfig(steps=steps, resolution=resolution, batch_size=batch_size, seed=seed)
     path = train_prior(real, out, config, device=device or default_device(), overwrite=overwrite)
     typer.echo(f"wrote {path}")
 
@@ -358,35 +401,6 @@ def style_fidelity(
 
 # ---------------------------------------------------------------- count
 
-# Training options shared by 'count train' and 'count cv'; None keeps the recipe's value (TrainConfig's default).
-RecipeOpt = Annotated[Optional[str], typer.Option(help="Training recipe: authors (the authors' code: dropout and drop-path 0.2, no weight decay, StepLR(10, 0.1), 25 epochs, IDCIA normalisation) or instlib (default: instlib).")]
-SplitOpt = Annotated[Optional[str], typer.Option(help="stratified (count-stratified folds and validation images) or official (the real folder's manifest column 'split': train/val/test) (default: stratified).")]
-DensityOpt = Annotated[Optional[bool], typer.Option("--density/--no-density", help="Regression head only: add the 1x1 density helper and its loss, in every run alike (dacs with --head regression needs it) (default: off).")]
-BackboneOpt = Annotated[Optional[str], typer.Option("--model", help="timm backbone (default: efficientnet_b0; test_efficientnet for quick runs).")]
-PretrainedOpt = Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="Start from ImageNet weights (cached, or downloaded when online) (default: pretrained).")]
-EpochsOpt = Annotated[Optional[int], typer.Option(help="Epochs of pre-training (of training when there is no fine-tuning) (default: the recipe's, 50 or 25).")]
-FinetuneEpochsOpt = Annotated[Optional[int], typer.Option(help="Epochs of fine-tuning on the real images (default: the recipe's, 50 or 25).")]
-LrOpt = Annotated[Optional[float], typer.Option(help="Adam learning rate (default: the recipe's, 1e-3 for instlib, 1e-4 for authors).")]
-BatchOpt = Annotated[Optional[int], typer.Option(help="Crops per training batch (default: 8).")]
-CropOpt = Annotated[Optional[int], typer.Option(help="Crop (and tile) size in pixels (default: 200).")]
-NormOpt = Annotated[Optional[str], typer.Option(help="Normalisation: data (real training images), idcia (0.0414/0.0203), imagenet (default: the recipe's).")]
-MaxStepsOpt = Annotated[Optional[int], typer.Option(help="Cap on steps per epoch (quick runs).")]
-MaxImagesOpt = Annotated[Optional[int], typer.Option(help="Use at most this many images of the training folders.")]
-CropsPerImageOpt = Annotated[Optional[int], typer.Option(help="Random crops per image and epoch when --crops-per-epoch is 0 (default: 1).")]
-CropsPerEpochOpt = Annotated[Optional[int], typer.Option(help="Random crops per epoch, whatever the number of images; 0: passes over the images (default: the recipe's, 128 for instlib, 0 for authors).")]
-HeadOpt = Annotated[Optional[str], typer.Option(help="Counting head: regression (the paper's pooled count) or density (U-Net density map) (default: the recipe's, density for instlib, regression for authors).")]
-SigmaOpt = Annotated[Optional[str], typer.Option(help="Density head: std in pixels of the Gaussian target around each point, or auto (the default): the cells' blob scale, diameter / 2.8, measured on the real training images.")]
-IntensityOpt = Annotated[Optional[float], typer.Option(help="Scale each image so this percentile of its pixels is 255, e.g. 99.9 (default: off).")]
-KeepOpt = Annotated[Optional[str], typer.Option(help="Epoch each stage keeps: best (lowest validation MAE, the authors') or last (default: the recipe's, last for instlib, best for authors).")]
-DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ...; default: the GPU when there is one.")]
-
-
-def _count_config(**overrides):
-    from instlib.count.train import TrainConfig, with_overrides
-
-    return with_overrides(TrainConfig(), **overrides)
-
-
 def _count_summary(metrics: dict) -> str:
     c = metrics["center"]
     return (f"MAE {metrics['mae']:.2f}, RMSE {metrics['rmse']:.2f}, ACP {metrics['acp']:.1f}% on {metrics['n']} "
@@ -394,20 +408,15 @@ def _count_summary(metrics: dict) -> str:
 
 
 @count_app.command("train")
+@settings_options("config", TrainConfig)
 def count_train(
     train: Annotated[list[Path], typer.Option("--train", help="Folder to (pre-)train on; repeat for several.")],
     test: Annotated[Path, typer.Option(help="Held-out real folder to test on.")],
     out: Annotated[Path, typer.Option(help="Run folder (metrics.json, predictions.csv, model.safetensors); an interrupted run resumes.")],
     finetune: Annotated[Optional[Path], typer.Option(help="Real folder to fine-tune on after pre-training.")] = None,
-    mix: Annotated[Optional[str], typer.Option(help="Mix pre-training batches with --mix-with: none, cutmix, dacs (default: none).")] = None,
     mix_with: Annotated[Optional[Path], typer.Option(help="Target-domain folder to mix with (unlabelled under dacs).")] = None,
-    model: BackboneOpt = None, pretrained: PretrainedOpt = None, epochs: EpochsOpt = None,
-    finetune_epochs: FinetuneEpochsOpt = None, lr: LrOpt = None, batch_size: BatchOpt = None,
-    crop_size: CropOpt = None, seed: Annotated[Optional[int], typer.Option(help="Random seed (default: 42).")] = None,
-    norm: NormOpt = None, max_steps: MaxStepsOpt = None, max_images: MaxImagesOpt = None,
-    crops_per_image: CropsPerImageOpt = None, crops_per_epoch: CropsPerEpochOpt = None, head: HeadOpt = None,
-    sigma: SigmaOpt = None, intensity_percentile: IntensityOpt = None, device: DeviceOpt = None,
-    recipe: RecipeOpt = None, split: SplitOpt = None, density: DensityOpt = None, keep: KeepOpt = None,
+    device: DeviceOpt = None,
+    config: TrainConfig = TrainConfig(),
 ) -> None:
     """Pre-train on --train, fine-tune on --finetune, keep an epoch per stage (--keep), test on --test.
 
@@ -415,12 +424,6 @@ def count_train(
     """
     from instlib.count import train_run
 
-    config = _count_config(model=model, pretrained=pretrained, epochs=epochs, finetune_epochs=finetune_epochs,
-                           lr=lr, batch_size=batch_size, crop_size=crop_size, seed=seed, mix=mix, norm=norm,
-                           max_steps=max_steps, max_images=max_images, crops_per_image=crops_per_image,
-                           crops_per_epoch=crops_per_epoch, head=head, sigma=_sigma(sigma),
-                           intensity_percentile=intensity_percentile, recipe=recipe, split=split, density=density,
-                           keep=keep)
     metrics = train_run(train, test, out, config, finetune_dir=finetune, mix_with=mix_with, device=device)
     typer.echo(f"{out}: {_count_summary(metrics)}; {metrics['excluded']} training images drawn from test images "
                f"left out; kept epochs {metrics['selected_epochs']}")
@@ -477,22 +480,17 @@ def _sources(items: list[str], real: bool) -> dict[str, list[Path]]:
 
 
 @count_app.command("cv")
+@settings_options("grid", GridConfig, flags={"seeds": "--seed", "mixes": "--mix"})
+@settings_options("config", TrainConfig, skip=("seed", "mix"))
 def count_cv(
     real: Annotated[Path, typer.Option(help="Real folder to cross-validate on.")],
     out: Annotated[Path, typer.Option(help="Output folder: runs/, results.csv, summary.csv; a killed grid resumes.")],
-    folds: Annotated[int, typer.Option(help="Folds, stratified by count (seed 42); ignored with --split official.")] = 5,
     pretrain_on: Annotated[Optional[list[str]], typer.Option("--pretrain-on", help="Source to pre-train on, as DIR or NAME=DIR; repeat (same NAME joins folders).")] = None,
     real_baseline: Annotated[bool, typer.Option("--real-baseline/--no-real-baseline", help="Include the source 'real' (no pre-training).")] = True,
-    mix: Annotated[Optional[list[str]], typer.Option("--mix", help="Mixing variants to run: none, cutmix, dacs; repeat (default: none).")] = None,
-    seed: Annotated[Optional[list[int]], typer.Option("--seed", help="Training seeds; repeat (default: 42).")] = None,
     shard: ShardOpt = None,
-    model: BackboneOpt = None, pretrained: PretrainedOpt = None, epochs: EpochsOpt = None,
-    finetune_epochs: FinetuneEpochsOpt = None, lr: LrOpt = None, batch_size: BatchOpt = None,
-    crop_size: CropOpt = None, norm: NormOpt = None, max_steps: MaxStepsOpt = None,
-    max_images: MaxImagesOpt = None, crops_per_image: CropsPerImageOpt = None,
-    crops_per_epoch: CropsPerEpochOpt = None, head: HeadOpt = None, sigma: SigmaOpt = None,
-    intensity_percentile: IntensityOpt = None, device: DeviceOpt = None,
-    recipe: RecipeOpt = None, split: SplitOpt = None, density: DensityOpt = None, keep: KeepOpt = None,
+    device: DeviceOpt = None,
+    config: TrainConfig = TrainConfig(),
+    grid: GridConfig = GridConfig(),
 ) -> None:
     """Cross-validate sources x mixing x folds x seeds; one row per run in OUT/results.csv, means in summary.csv.
 
@@ -501,13 +499,7 @@ def count_cv(
     """
     from instlib.count import cross_validate, summarize
 
-    config = _count_config(model=model, pretrained=pretrained, epochs=epochs, finetune_epochs=finetune_epochs,
-                           lr=lr, batch_size=batch_size, crop_size=crop_size, norm=norm, max_steps=max_steps,
-                           max_images=max_images, crops_per_image=crops_per_image, crops_per_epoch=crops_per_epoch,
-                           head=head, sigma=_sigma(sigma), intensity_percentile=intensity_percentile, recipe=recipe,
-                           split=split, density=density, keep=keep)
-    results = cross_validate(real, out, config, sources=_sources(pretrain_on or [], real_baseline),
-                             mixes=tuple(mix or ["none"]), seeds=tuple(seed or [42]), folds=folds,
+    results = cross_validate(real, out, config, grid, sources=_sources(pretrain_on or [], real_baseline),
                              shard=_shard(shard), device=device)
     typer.echo(summarize(results).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     typer.echo(f"{out}: {len(results)} finished runs in results.csv")
@@ -523,8 +515,8 @@ def reproduce_cmd(
     force: Annotated[bool, typer.Option("--force", help="Run every notebook again, even unchanged ones (finished "
                                         "work in the run folder is still reused; delete the folder to redo it).")] = False,
     set_: Annotated[Optional[list[str]], typer.Option(
-        "--set", metavar="KEY=VALUE", help="Override a profile field, e.g. --set diffusion_model=/models/sd14 "
-                                           "(repeatable; --show lists the fields).")] = None,
+        "--set", metavar="KEY=VALUE", help="Override a profile setting, e.g. --set count.epochs=3 or --set "
+                                           "diffusion_model=/models/sd14 (repeatable; --show lists them).")] = None,
     book: Annotated[bool, typer.Option("--book/--no-book", help="Build the Jupyter Book at the end.")] = True,
     show: Annotated[bool, typer.Option("--show", help="Print the resolved profile and exit.")] = False,
 ) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from instlib.config import SynHCConfig
 from instlib.count import TrainConfig
 from instlib.data.images import write_image
 from instlib.data.points import write_points
@@ -53,7 +54,7 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     out = {
         "real": simulate(root / "real", n=20, size=(96, 112), cells=(2, 40), seed=0, progress=False),
         "test": simulate(root / "test", n=8, size=(96, 112), cells=(2, 40), seed=1, progress=False),
-        "syn": synthesize_random(root / "syn", n=24, size=(96, 96), cells=(2, 40), cell_size=10, seed=2,
+        "syn": synthesize_random(root / "syn", n=24, size=(96, 96), cells=(2, 40), config=SynHCConfig(cell_size=10, seed=2),
                                  progress=False),
         "rgb": simulate(root / "rgb", n=6, size=(96, 112), cells=(2, 40), seed=3, color="dapi", progress=False),
     }

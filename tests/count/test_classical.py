@@ -11,8 +11,8 @@ from instlib import cli
 from instlib.count import classical, cv
 from instlib.count.classical import PeakGrid, PeakParams, fit, fit_and_count
 from instlib.count.cv import FOLD_SEED
-from instlib.count.pipeline import load_bank
-from instlib.count.train import TrainConfig
+from instlib.config import GridConfig, TrainConfig
+from instlib.count.bank import load_bank
 from instlib.data.folder import list_samples
 from instlib.data.splits import stratified_kfold
 from instlib.errors import InstlibError
@@ -85,7 +85,7 @@ def test_the_classical_source_of_cross_validation_uses_its_folds(clean, monkeypa
 
     monkeypatch.setattr(cv, "fit_and_count", spy)
     config = TrainConfig(model="test_efficientnet", pretrained=False, crop_size=48)
-    df = cv.cross_validate(clean["train"], tmp_path / "cv", config, sources={"classical": []}, folds=2,
+    df = cv.cross_validate(clean["train"], tmp_path / "cv", config, GridConfig(folds=2), sources={"classical": []},
                            progress=False)
     assert list(df.columns) == list(cv.COLUMNS)
     assert (df["source"] == "classical").all() and (df["mix"] == "none").all() and list(df["fold"]) == [0, 1]

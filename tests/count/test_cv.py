@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 
 from instlib.count import cross_validate, cv
-from instlib.count.pipeline import load_bank
+from instlib.config import GridConfig
+from instlib.count.bank import load_bank
 from instlib.data.folder import list_samples
 from instlib.data.splits import count_strata, stratified_kfold
 from instlib.errors import DataError, InstlibError
-from instlib.runs.shard import take_shard
+from instlib.data.shard import take_shard
 
 from .conftest import tiny_config
 
@@ -55,7 +56,7 @@ def test_fold_data_keeps_test_validation_and_training_apart(folders):
 
 
 def test_grid_and_shards():
-    jobs = cv.grid(["real", "syn", "inst"], ["none", "cutmix", "dacs"], folds=5, seeds=[1, 2])
+    jobs = cv.jobs_of(["real", "syn", "inst"], ["none", "cutmix", "dacs"], folds=5, seeds=[1, 2])
     assert len(jobs) == (1 + 2 * 3) * 5 * 2
     assert not [j for j in jobs if j.source == "real" and j.mix != "none"]
     shards = [take_shard(jobs, (i, 3)) for i in range(3)]
@@ -66,8 +67,8 @@ def test_grid_and_shards():
 def test_grid_resumes_after_a_kill_and_shards(folders, tmp_path, monkeypatch):
     out = tmp_path / "cv"
     config = tiny_config(epochs=1, finetune_epochs=1)
-    kw = dict(sources={"real": [], "syn": [folders["syn"]]}, mixes=("none", "cutmix", "dacs"), folds=2,
-              progress=False)
+    grid = GridConfig(mixes=("none", "cutmix", "dacs"), folds=2)
+    kw = dict(sources={"real": [], "syn": [folders["syn"]]}, progress=False)
     real_run, ran = cv.run, []
 
     def counting_run(data, run_dir, cfg, **k):
@@ -79,17 +80,17 @@ def test_grid_resumes_after_a_kill_and_shards(folders, tmp_path, monkeypatch):
     kill = [True]
     monkeypatch.setattr(cv, "run", counting_run)
     with pytest.raises(KeyboardInterrupt):
-        cross_validate(folders["real"], out, config, shard=(0, 2), **kw)
+        cross_validate(folders["real"], out, config, grid, shard=(0, 2), **kw)
     first = list(ran)
     assert len(pd.read_csv(out / "results.csv")) == 2
 
     kill[0] = False
-    cross_validate(folders["real"], out, config, shard=(0, 2), **kw)
-    shard0 = [j.name for j in take_shard(cv.grid(["real", "syn"], kw["mixes"], 2, [42]), (0, 2))]
+    cross_validate(folders["real"], out, config, grid, shard=(0, 2), **kw)
+    shard0 = [j.name for j in take_shard(cv.jobs_of(["real", "syn"], grid.mixes, 2, [42]), (0, 2))]
     assert ran == first + [n for n in shard0 if n not in first]  # finished runs were skipped
-    cross_validate(folders["real"], out, config, shard=(1, 2), **kw)
+    cross_validate(folders["real"], out, config, grid, shard=(1, 2), **kw)
     n_before = len(ran)
-    results = cross_validate(folders["real"], out, config, **kw)
+    results = cross_validate(folders["real"], out, config, grid, **kw)
     assert len(ran) == n_before  # everything was done: nothing runs again
 
     assert len(results) == 2 + 2 * 3
@@ -110,8 +111,8 @@ def test_grid_resumes_after_a_kill_and_shards(folders, tmp_path, monkeypatch):
     sub = results[(results["source"] == "syn") & (results["mix"] == "dacs")]
     assert row["mae_mean"] == pytest.approx(sub["mae"].mean()) and row["mae_std"] == pytest.approx(sub["mae"].std())
 
-    with pytest.raises(DataError, match="other settings"):
-        cross_validate(folders["real"], out, tiny_config(epochs=3), **kw)
+    with pytest.raises(DataError, match=r"holds another cross-validation \(settings differ in \['epochs'\]\)"):
+        cross_validate(folders["real"], out, tiny_config(epochs=3), grid, **kw)
 
 
 def test_bad_grids(folders, tmp_path):
@@ -121,4 +122,4 @@ def test_bad_grids(folders, tmp_path):
         cross_validate(folders["real"], tmp_path / "b", tiny_config(), sources={"a-b": [folders["syn"]]},
                        progress=False)
     with pytest.raises(DataError, match="cannot be split into 50 folds"):
-        cross_validate(folders["real"], tmp_path / "c", tiny_config(), folds=50, progress=False)
+        cross_validate(folders["real"], tmp_path / "c", tiny_config(), GridConfig(folds=50), progress=False)

@@ -11,14 +11,18 @@ from torch import nn
 from typer.testing import CliRunner
 
 from instlib import cli
-from instlib.count import pipeline, train as train_mod
+from instlib.config import TrainConfig
+from instlib.count import bank as bank_mod
+from instlib.count import inputs, loop
+from instlib.count import train as train_mod
+from instlib.count.bank import ImageBank, cell_sigma, load_bank, scale_intensity
+from instlib.count.batches import box_counts, density_targets, dot_maps, make_batch
 from instlib.count.mix import MIXES, cutmix, half_area_masks, pseudo_label
-from instlib.count.model import CountModel, ModelSpec, load_model, save_model
-from instlib.count.pipeline import (ImageBank, box_counts, cell_sigma, density_maps, dot_maps, load_bank,
-                                    make_batch, scale_intensity)
+from instlib.count.model import CountModel, load_model, save_model
 from instlib.count.predict import (blend_window, count_bank, density_maps as predict_maps, tile_counts, tile_starts,
                                    true_tile_counts)
-from instlib.count.train import TrainConfig, train_run
+from instlib.count.spec import ModelSpec
+from instlib.count.train import train_run
 from instlib.data.folder import list_samples
 from instlib.errors import InstlibError
 from instlib.runs.figures import density_figure
@@ -44,7 +48,7 @@ def test_density_targets_sum_to_the_box_counts_with_cells_on_the_borders():
     bank = _bank([pts])
     idx = torch.zeros(3, dtype=torch.int64)
     tops, lefts = torch.tensor([0, 0, 5]), torch.tensor([0, 1, 3])
-    maps = density_maps(bank, idx, tops, lefts, 32, sigma=4.0)
+    maps = density_targets(bank, idx, tops, lefts, 32, sigma=4.0)
     counts = box_counts(bank, idx, tops, lefts, 32)
     assert counts.tolist() == [6.0, 5.0, 5.0]
     assert torch.allclose(maps.sum(dim=(1, 2, 3)), counts, atol=1e-4)
@@ -111,7 +115,7 @@ def test_unknown_head_is_refused():
     with pytest.raises(InstlibError, match="unknown counting head 'dots'"):
         ModelSpec(head="dots")
     with pytest.raises(InstlibError, match="unknown counting head"):
-        tiny_config(head="dots").validate()
+        tiny_config(head="dots")
 
 
 @pytest.mark.parametrize("length,size,overlap", [(100, 48, 12), (48, 48, 12), (30, 48, 12), (200, 48, 0)])
@@ -174,9 +178,9 @@ def test_validation_scores_tiles_so_errors_do_not_cancel_across_an_image(monkeyp
     # One 40 x 80 image, two 40 px tiles: 3 cells left, 1 right. A model that swaps them counts the
     # whole image right (4) but every tile wrong by 2; validation must see the 2.
     bank = _bank([np.array([[5.0, 5.0], [10.0, 20.0], [30.0, 30.0], [60.0, 10.0]])], shape=(40, 80))
-    monkeypatch.setattr(train_mod, "tile_counts", lambda *a, **k: [np.array([[1.0, 3.0]])])
+    monkeypatch.setattr(loop, "tile_counts", lambda *a, **k: [np.array([[1.0, 3.0]])])
     config = TrainConfig(crop_size=40)
-    assert train_mod._validate(None, bank, config, torch.device("cpu")) == pytest.approx(2.0)
+    assert loop.validate(None, bank, config, torch.device("cpu")) == pytest.approx(2.0)
 
 
 def test_a_saved_density_model_predicts_identically_after_reload(folders, tmp_path):
@@ -259,8 +263,8 @@ def test_auto_sigma_is_the_blob_scale_of_the_cells():
 
 def test_each_image_is_measured_once_however_many_runs_ask(monkeypatch):
     calls = []
-    monkeypatch.setattr(pipeline, "cell_diameter", lambda gray, points: calls.append(len(points)) or 12.0)
-    monkeypatch.setattr(pipeline, "_DIAMETERS", {})
+    monkeypatch.setattr(bank_mod, "cell_diameter", lambda gray, points: calls.append(len(points)) or 12.0)
+    monkeypatch.setattr(bank_mod, "_DIAMETERS", {})
     bank = _disk_bank(4.0, n=3)
     assert cell_sigma(bank) == pytest.approx(12.0 / (2 * np.sqrt(2)))
     assert cell_sigma(bank.subset([2, 0])) == cell_sigma(bank.subset([1])) == cell_sigma(bank)
@@ -272,10 +276,10 @@ def test_a_run_measures_sigma_on_its_real_training_images(folders, tmp_path):
     assert config.sigma == "auto"
     metrics = train_run([folders["real"]], folders["test"], tmp_path / "run", config, progress=False)
     spec = load_model(tmp_path / "run" / "model.safetensors").spec
-    data = train_mod.load_run_data([folders["real"]], folders["test"], config)
+    data = inputs.load_run_data([folders["real"]], folders["test"], config)
     assert spec.sigma == metrics["produced_by"]["config"]["sigma"] == round(cell_sigma(data.train), 2)
     with pytest.raises(InstlibError, match="sigma must be"):
-        tiny_config(sigma="wide").validate()
+        tiny_config(sigma="wide")
     empty = _bank([np.zeros((0, 2))])
     empty.paths = [tmp_path / "real" / "images" / "i0.png"]
     with pytest.raises(InstlibError, match=f"{tmp_path / 'real' / 'images'}: .*no annotated cells.*--sigma"):
@@ -304,9 +308,9 @@ def test_dacs_pseudo_labels_come_from_the_density_map(folders):
 
 def test_an_epoch_is_a_number_of_crops_whatever_the_number_of_images():
     config = tiny_config(crops_per_epoch=128, batch_size=8)
-    assert train_mod._steps(10, config) == train_mod._steps(1000, config) == 16
+    assert loop._steps(10, config) == loop._steps(1000, config) == 16
     passes = tiny_config(crops_per_epoch=0, crops_per_image=2, batch_size=8)
-    assert train_mod._steps(10, passes) == 3 and train_mod._steps(1000, passes) == 250
+    assert loop._steps(10, passes) == 3 and loop._steps(1000, passes) == 250
     assert TrainConfig().crops_per_epoch > 0  # the default trains by crops, not passes
     with pytest.raises(InstlibError, match="crops_per_epoch"):
-        tiny_config(crops_per_epoch=-1).validate()
+        tiny_config(crops_per_epoch=-1)

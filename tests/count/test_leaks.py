@@ -9,10 +9,11 @@ import sys
 import pandas as pd
 import pytest
 
+from instlib.config import SynHCConfig
 from instlib import cli
+from instlib.config import GridConfig
 from instlib.count import cross_validate, load_model
 from instlib.count.cv import training_names
-from instlib.count.train import train_run
 from instlib.data.folder import list_samples, read_manifest, write_manifest
 from instlib.data.synth import synthesize_from_points
 from instlib.errors import DataError, InstlibError
@@ -26,7 +27,7 @@ QUICK = dict(epochs=1, finetune_epochs=1, max_steps=1)
 def paired(folders, tmp_path_factory):
     """Syn-HC drawn from every image of ``real`` (one each, same name), and ``real`` with an official split."""
     root = tmp_path_factory.mktemp("leaks")
-    syn = synthesize_from_points(folders["real"], root / "syn", cell_size=8, seed=0, progress=False)
+    syn = synthesize_from_points(folders["real"], root / "syn", SynHCConfig(cell_size=8, seed=0), progress=False)
     official = shutil.copytree(folders["real"], root / "official")
     manifest = read_manifest(official)
     manifest["split"] = ["train"] * 12 + ["validation"] * 4 + ["test"] * 4
@@ -37,8 +38,8 @@ def paired(folders, tmp_path_factory):
 @pytest.fixture(scope="module")
 def grid(folders, paired, tmp_path_factory):
     out = tmp_path_factory.mktemp("cv") / "cv"
-    results = cross_validate(folders["real"], out, tiny_config(**QUICK), sources={"real": [], "syn": [paired["syn"]]},
-                             mixes=("none", "dacs"), folds=2, progress=False)
+    results = cross_validate(folders["real"], out, tiny_config(**QUICK), GridConfig(mixes=("none", "dacs"), folds=2),
+                             sources={"real": [], "syn": [paired["syn"]]}, progress=False)
     return out, results
 
 
@@ -86,15 +87,12 @@ def test_every_variant_of_a_grid_with_dacs_fine_tunes_with_the_same_loss(grid):
 
 
 def test_the_mix_never_switches_the_density_loss_on(folders, tmp_path):
-    for config in (tiny_config(head="regression", mix="dacs", density=False, **QUICK),
-                   tiny_config(recipe="authors", mix="dacs", **QUICK)):
-        with pytest.raises(InstlibError, match="density=True"):
-            train_run([folders["syn"]], folders["test"], tmp_path / "a", config, finetune_dir=folders["real"],
-                      mix_with=folders["real"], progress=False)
+    for settings in (dict(head="regression", mix="dacs", density=False), dict(recipe="authors", mix="dacs")):
+        with pytest.raises(InstlibError, match="density=True"):  # refused when the settings are made
+            tiny_config(**settings, **QUICK)
     with pytest.raises(InstlibError, match="density=True"):
         cross_validate(folders["real"], tmp_path / "cv", tiny_config(head="regression", density=False),
-                       mixes=("none", "dacs"),
-                       progress=False)
+                       GridConfig(mixes=("none", "dacs")), progress=False)
 
 
 def test_cv_on_the_official_split(paired, tmp_path):

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from instlib.count.mix import MIXES, cutmix, dacs_mix, get_mix, half_area_masks, pseudo_label
-from instlib.count.model import CountModel, ModelSpec
-from instlib.count.pipeline import Batch, crop_images, dot_maps, load_bank, random_boxes
+from instlib.count.bank import load_bank
+from instlib.count.batches import Batch, crop_images, dot_maps, random_boxes
+from instlib.count.model import CountModel
+from instlib.count.spec import ModelSpec
 from instlib.data.folder import list_samples
 from instlib.errors import InstlibError
 

@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from instlib.count import backbone as backbone_mod
-from instlib.count import model as model_mod
 from instlib.count.grid import grid_to_pixels, pool_to_grid
-from instlib.count.model import CountModel, ModelSpec, load_model, read_spec, save_model
+from instlib.count.model import CountModel, load_model, read_spec, save_model
+from instlib.count.spec import FORMAT, ModelSpec
+from instlib.data.tensorfile import write_tensors
 from instlib.errors import InstlibError
 
 
@@ -64,7 +65,7 @@ def test_a_model_file_of_another_backbone_is_refused(tmp_path):
     # Weights of one architecture under another's name.
     spec = ModelSpec(backbone="test_resnet", crop_size=48)
     forged = tmp_path / "forged.safetensors"
-    save_file(load_file(str(path)), str(forged), metadata={"format": model_mod.FORMAT, "spec": spec.to_json()})
+    write_tensors(forged, load_file(str(path)), {"spec": spec.to_json()}, FORMAT)  # a consistent checksum
     with pytest.raises(InstlibError, match="do not fit its declared backbone 'test_resnet'") as err:
         load_model(forged)
     assert err.value.path == forged
@@ -73,11 +74,11 @@ def test_a_model_file_of_another_backbone_is_refused(tmp_path):
 def test_files_that_are_not_counting_models(tmp_path):
     plain = tmp_path / "plain.safetensors"
     save_file({"w": torch.zeros(2)}, str(plain))
-    with pytest.raises(InstlibError, match="not an instlib counting model"):
+    with pytest.raises(InstlibError, match="not an instlib.count/2 file"):
         load_model(plain)
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a safetensors file")
-    with pytest.raises(InstlibError, match="cannot be read"):
+    with pytest.raises(InstlibError, match="is not a readable safetensors file"):
         load_model(junk)
     with pytest.raises(InstlibError, match="no such model file"):
         load_model(tmp_path / "missing.safetensors")

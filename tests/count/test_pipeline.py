@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from instlib.count.pipeline import (ImageBank, Jitter, box_counts, channel_stats, color_jitter, concat_banks,
-                                    crop_images, dot_maps, epoch_indices, image_tiles, load_bank, make_batch,
-                                    random_boxes, sample_boxes)
+from instlib.count.augment import Jitter, color_jitter
+from instlib.count.bank import ImageBank, channel_stats, concat_banks, load_bank
+from instlib.count.batches import box_counts, crop_images, dot_maps, epoch_indices, make_batch, random_boxes, sample_boxes
+from instlib.count.predict import image_tiles
 from instlib.data.folder import list_samples
 from instlib.data.maps import points_in_box
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from instlib.count.mix import half_area_masks
-from instlib.count.pipeline import ImageBank, channel_stats
+from instlib.count.bank import ImageBank, channel_stats
 
 
 def test_cutmix_width_is_drawn_as_the_authors_do():

@@ -9,10 +9,14 @@ import pytest
 import torch
 
 from instlib import cli
+from instlib.config import TrainConfig
+from instlib.config.count import RECIPES
 from instlib.count import train
-from instlib.count.pipeline import load_bank
-from instlib.count.recipes import RECIPES, SCHEDULES
-from instlib.count.train import RunData, TrainConfig, make_optimizer, train_run, with_overrides
+from instlib.count.bank import load_bank
+from instlib.count.inputs import RunData
+from instlib.count.loop import make_optimizer
+from instlib.count.schedules import SCHEDULES
+from instlib.count.train import train_run
 from instlib.data.folder import list_samples
 from instlib.errors import InstlibError
 
@@ -32,7 +36,7 @@ def data(folders) -> RunData:
 def test_the_authors_recipe_lands(data):
     config = TrainConfig(recipe="authors", model="test_efficientnet", pretrained=False)
     assert (config.epochs, config.finetune_epochs, config.batch_size, config.crop_size) == (25, 25, 8, 200)
-    model = train._build_model(data, config)
+    model = train.build_model(data, config)
 
     assert model.spec.head == "regression" and model.net.dropout.p == 0.2
     rates = _drop_path_rates(model)
@@ -51,14 +55,14 @@ def test_the_authors_recipe_lands(data):
 
 def test_the_instlib_recipe_lands(data):
     config = TrainConfig(recipe="instlib", model="test_efficientnet", pretrained=False, crop_size=48)
-    model = train._build_model(data, config)
+    model = train.build_model(data, config)
     assert model.spec.head == "density" and not _drop_path_rates(model)
     assert model.spec.mean != (0.0414,) * 3  # the real images' own statistics
     (group,) = make_optimizer(model, config).param_groups
     assert group["lr"] == 1e-3 and group["weight_decay"] == 1e-5
     assert config.crops_per_epoch == 128
     # The paper's regressor under this recipe starts its bias at the mean crop count.
-    regressor = train._build_model(data, with_overrides(config, head="regression"))
+    regressor = train.build_model(data, config.updated(head="regression"))
     assert regressor.net.dropout.p == 0.0 and regressor.net.density_head is None
     assert float(regressor.net.head.bias.detach()) == pytest.approx(train._mean_crop_count(data.train, 48))
 
@@ -81,17 +85,18 @@ def test_the_schedule_lands_in_training(folders, tmp_path):
 
 
 def test_overrides_and_switching_recipes():
-    assert with_overrides(TrainConfig(), recipe="authors") == TrainConfig(recipe="authors")
+    assert TrainConfig().updated(recipe="authors") == TrainConfig(recipe="authors")
     # A setting given explicitly survives the switch; the rest follow the new recipe.
-    mine = with_overrides(TrainConfig(lr=5e-4), recipe="authors")
+    mine = TrainConfig(lr=5e-4).updated(recipe="authors")
     assert mine.lr == 5e-4 and mine.head == "regression" and mine.schedule == "steplr10" and mine.weight_decay == 0.0
-    assert with_overrides(TrainConfig(recipe="authors"), recipe="instlib") == TrainConfig()
+    assert TrainConfig(recipe="authors").updated(recipe="instlib") == TrainConfig()
     assert set(RECIPES) == {"authors", "instlib"}
     with pytest.raises(InstlibError, match="unknown recipe"):
         TrainConfig(recipe="nope")
-    config = cli._count_config(recipe="authors", epochs=3, split=None)
+    # Options left out on the command line (None) keep the recipe's values.
+    config = cli.settings_from_options(TrainConfig, {"recipe": "authors", "epochs": 3, "split": None})
     assert (config.recipe, config.epochs, config.drop_path_rate, config.norm) == ("authors", 3, 0.2, "idcia")
-    assert config.keep == "best" and cli._count_config().keep == "last"
-    assert cli._count_config(keep="best").keep == "best"  # --keep best under the instlib recipe
+    assert config.keep == "best" and cli.settings_from_options(TrainConfig, {}).keep == "last"
+    assert cli.settings_from_options(TrainConfig, {"keep": "best"}).keep == "best"  # --keep best under instlib
     with pytest.raises(InstlibError, match="unknown epoch choice"):
-        TrainConfig(keep="median").validate()
+        TrainConfig(keep="median")

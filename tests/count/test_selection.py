@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import torch
 
-from instlib.count import load_model, train
+from instlib.count import load_model, loop
 from instlib.count.train import train_run
 
 from .conftest import tiny_config
@@ -26,7 +26,7 @@ def _scripted_validation(monkeypatch, maes: list[float]) -> list[torch.Tensor]:
         seen.append(_weights(model))
         return script.pop(0)
 
-    monkeypatch.setattr(train, "_validate", validate)
+    monkeypatch.setattr(loop, "validate", validate)
     return seen
 
 

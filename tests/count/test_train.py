@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from instlib import cli
-from instlib.count import load_model, predict, train
-from instlib.count import pipeline as pipeline_mod
+from instlib.count import bank as bank_mod
+from instlib.count import inputs, load_model, loop, predict, train
 from instlib.count.train import train_run
 from instlib.data.folder import list_samples
 from instlib.errors import DataError, InstlibError
@@ -67,7 +67,7 @@ def test_resume_after_a_kill_gives_the_same_run(folders, tmp_path, monkeypatch):
     args = ([folders["syn"]], folders["test"])
     whole = train_run(*args, tmp_path / "whole", config, finetune_dir=folders["real"], progress=False)
 
-    real_validate, calls = train._validate, []
+    real_validate, calls = loop.validate, []
 
     def killed_in_finetuning(*a, **k):
         calls.append(1)
@@ -75,13 +75,13 @@ def test_resume_after_a_kill_gives_the_same_run(folders, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_validate(*a, **k)
 
-    monkeypatch.setattr(train, "_validate", killed_in_finetuning)
+    monkeypatch.setattr(loop, "validate", killed_in_finetuning)
     with pytest.raises(KeyboardInterrupt):
         train_run(*args, tmp_path / "killed", config, finetune_dir=folders["real"], progress=False)
     assert (tmp_path / "killed" / "checkpoint.pt").is_file()
     assert not (tmp_path / "killed" / "metrics.json").exists()
 
-    monkeypatch.setattr(train, "_validate", real_validate)
+    monkeypatch.setattr(loop, "validate", real_validate)
     resumed = train_run(*args, tmp_path / "killed", config, finetune_dir=folders["real"], progress=False)
     assert resumed["mae"] == whole["mae"] and resumed["selected_epochs"] == whole["selected_epochs"]
     h1 = pd.read_csv(tmp_path / "whole" / "history.csv").drop(columns="seconds")
@@ -89,7 +89,7 @@ def test_resume_after_a_kill_gives_the_same_run(folders, tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(h1, h2)
 
     # A finished run is returned as it is, without training again.
-    monkeypatch.setattr(train, "_fit", lambda *a, **k: pytest.fail("trained a finished run again"))
+    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("trained a finished run again"))
     assert train_run(*args, tmp_path / "killed", config, finetune_dir=folders["real"],
                      progress=False)["mae"] == whole["mae"]
 
@@ -98,7 +98,7 @@ def test_a_folder_with_another_run_is_left_alone(folders, tmp_path):
     out = tmp_path / "run"
     train_run([folders["real"]], folders["test"], out, tiny_config(epochs=1), progress=False)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(DataError, match=r"holds another run \(settings differ in \['lr'\]\)"):
+    with pytest.raises(DataError, match=r"holds another counting run \(settings differ in \['lr'\]\)"):
         train_run([folders["real"]], folders["test"], out, tiny_config(epochs=1, lr=0.5), progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     (tmp_path / "other").mkdir()
@@ -137,8 +137,8 @@ def test_mixing_needs_a_target_folder(folders, tmp_path):
 def test_dacs_never_reads_real_labels(folders, garbage_points_copy, tmp_path, monkeypatch):
     # The real folder's points files are unreadable (reading one raises), and every read is recorded.
     read = []
-    real_read_points = pipeline_mod.read_points
-    monkeypatch.setattr(pipeline_mod, "read_points", lambda path, **k: read.append(path) or real_read_points(path, **k))
+    real_read_points = bank_mod.read_points
+    monkeypatch.setattr(bank_mod, "read_points", lambda path, **k: read.append(path) or real_read_points(path, **k))
     metrics = train_run([folders["syn"]], folders["test"], tmp_path / "dacs", tiny_config(mix="dacs", epochs=2, density=True),
                         mix_with=garbage_points_copy, progress=False)
     assert np.isfinite(metrics["mae"])
@@ -205,7 +205,7 @@ def test_missing_imagenet_weights_fail_before_any_decoding(folders, tmp_path, mo
 
     monkeypatch.setattr(backbone, "_weights_cached", lambda name: False)
     monkeypatch.setattr(backbone, "_hub_reachable", lambda timeout=3.0: False)
-    monkeypatch.setattr(train, "load_bank", lambda *a, **k: pytest.fail("decoded images first"))
+    monkeypatch.setattr(inputs, "load_bank", lambda *a, **k: pytest.fail("decoded images first"))
     monkeypatch.setattr(cv, "load_bank", lambda *a, **k: pytest.fail("decoded images first"))
     config = tiny_config(model="efficientnet_b0", pretrained=True)
     with pytest.raises(InstlibError, match="ImageNet weights for 'efficientnet_b0'"):

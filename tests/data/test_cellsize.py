@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from instlib.config import SynHCConfig
 from instlib.data.cellsize import estimate_cell_size
 from instlib.data.images import write_image
 from instlib.data.points import write_points
@@ -34,7 +35,7 @@ def test_estimates_order_and_are_close(tmp_path):
 
 def test_synth_auto_records_the_estimate(tmp_path):
     real = _sim(tmp_path / "real", (12.0, 16.0), n=2)
-    out = synthesize_from_points(real, tmp_path / "syn", cell_size="auto", progress=False)
+    out = synthesize_from_points(real, tmp_path / "syn", SynHCConfig(cell_size="auto"), progress=False)
     sizes = pd.read_csv(out / "manifest.csv")["cell_size"]
     assert np.allclose(sizes, estimate_cell_size(real)) and sizes.iloc[0] > 19
 

@@ -26,7 +26,7 @@ def test_reproduce_on_an_idcia_shaped_folder(tmp_path: Path):
     make_idcia(src, SHIPPED, shape=(64, 64), cells=(3, 30), seed=4)
     run = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "instlib.cli", "reproduce", "--profile", "smoke", "--out", str(run),
-                           "--set", f"real_data={src}", "--no-book"],
+                           "--set", f"data.real={src}", "--no-book"],
                           capture_output=True, text=True, cwd=ROOT, timeout=1800,
                           env={**os.environ, "PYTHONPATH": str(Path(instlib.__file__).parents[1])})
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from instlib.config import SynHCConfig
 from instlib.data.folder import list_samples, read_manifest
 from instlib.data.images import read_image
 from instlib.data.points import read_points
@@ -16,7 +17,7 @@ def _bytes(folder: Path) -> dict[str, bytes]:
 
 def test_from_points_keeps_size_and_exact_points_of_real_jpegs(tmp_path: Path, make_real):
     real = make_real(tmp_path / "real", n=2, shape=(768, 1024), cells=(7, 300))
-    out = synthesize_from_points(real, tmp_path / "syn", cell_size=15, seed=7, progress=False)
+    out = synthesize_from_points(real, tmp_path / "syn", SynHCConfig(cell_size=15, seed=7), progress=False)
     for s in list_samples(real):
         img = read_image(out / "images" / f"{s.name}.png")
         assert img.shape == (768, 1024, 1)  # same canvas, single channel
@@ -26,15 +27,15 @@ def test_from_points_keeps_size_and_exact_points_of_real_jpegs(tmp_path: Path, m
 
 
 def test_same_seed_same_bytes_whatever_workers_and_shards(tmp_path: Path, real_folder: Path):
-    a = _bytes(synthesize_from_points(real_folder, tmp_path / "a", seed=3, progress=False))
-    b = _bytes(synthesize_from_points(real_folder, tmp_path / "b", seed=3, workers=2, progress=False))
+    a = _bytes(synthesize_from_points(real_folder, tmp_path / "a", SynHCConfig(seed=3), progress=False))
+    b = _bytes(synthesize_from_points(real_folder, tmp_path / "b", SynHCConfig(seed=3), workers=2, progress=False))
     for i in range(2):
-        synthesize_from_points(real_folder, tmp_path / "c", seed=3, shard=(i, 2), progress=False)
+        synthesize_from_points(real_folder, tmp_path / "c", SynHCConfig(seed=3), shard=(i, 2), progress=False)
     c = {k: v for k, v in _bytes(tmp_path / "c").items() if not k.startswith("manifest")}
     a_files = {k: v for k, v in a.items() if not k.startswith("manifest")}
     assert a == b and a_files == c
     assert read_manifest(tmp_path / "c").equals(read_manifest(tmp_path / "a"))
-    d = _bytes(synthesize_from_points(real_folder, tmp_path / "d", seed=4, progress=False))
+    d = _bytes(synthesize_from_points(real_folder, tmp_path / "d", SynHCConfig(seed=4), progress=False))
     assert all(d[k] != a[k] for k in a if k.startswith("images/"))
 
 
@@ -52,7 +53,7 @@ def test_ellipse_geometry_follows_the_cell_size():
 
 
 def test_gradual_series_uses_the_first_cells(tmp_path: Path, real_folder: Path):
-    out = synthesize_from_points(real_folder, tmp_path / "g", steps=4, seed=0, progress=False)
+    out = synthesize_from_points(real_folder, tmp_path / "g", SynHCConfig(seed=0), steps=4, progress=False)
     name = list_samples(real_folder)[-1].name
     full = read_points(real_folder / "points" / f"{name}.csv")
     assert gradual_counts(40, 4).tolist() == [1, 14, 27, 40]
@@ -61,11 +62,11 @@ def test_gradual_series_uses_the_first_cells(tmp_path: Path, real_folder: Path):
 
 
 def test_random_layouts_and_canvas_rescaling(tmp_path: Path, real_folder: Path):
-    out = synthesize_random(tmp_path / "r", n=6, size=(50, 70), cells=(3, 9), seed=1, progress=False)
+    out = synthesize_random(tmp_path / "r", n=6, size=(50, 70), cells=(3, 9), config=SynHCConfig(seed=1), progress=False)
     m = read_manifest(out)
     assert len(m) == 6 and m["count"].between(3, 9).all()
     assert all(read_image(s.image).shape == (50, 70, 1) for s in list_samples(out))
-    big = synthesize_from_points(real_folder, tmp_path / "800", size=(80, 80), seed=0, progress=False)
+    big = synthesize_from_points(real_folder, tmp_path / "800", SynHCConfig(seed=0), size=(80, 80), progress=False)
     for s in list_samples(big):
         img, pts = s.load()
         assert img.shape[:2] == (80, 80) and (pts < 80).all()

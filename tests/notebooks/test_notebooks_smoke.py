@@ -240,19 +240,21 @@ def test_paper_profile_runs_offline_with_local_models(paper_inputs, reference_cl
     import_folder(paper_inputs["idcia"], run / "data" / "idcia", source="idcia", progress=False)
     sd = paper_inputs["sd"]
     sets = {"diffusion_model": str(sd), "image_encoder": str(sd / "image_encoder"),
-            "reference_clip_input": reference_clip_input,
-            "count_model": "test_efficientnet", "style_steps": "3", "style_resolution": "64", "transfer_steps": "4",
-            "strength_sweep": "[0.5, 0.9]", "n_sweep": "1", "realism_images": "3", "epochs": "1",
-            "finetune_epochs": "1", "crop_size": "32", "mixes": "[none]", "gradual_steps": "3", "device": "cpu"}
+            "tokens.reference_clip_input": reference_clip_input, "count.model": "test_efficientnet",
+            "tokens.steps": "3", "tokens.resolution": "64", "transfer.resolution": "64", "transfer.steps": "4",
+            "sweep.strengths": "[0.5, 0.9]", "sweep.shown": "1", "sweep.images": "3", "count.epochs": "1",
+            "count.finetune_epochs": "1", "count.crop_size": "32", "cv.mixes": "[none]", "data.gradual_steps": "3",
+            "device": "cpu"}
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     proc = instlib("reproduce", "--profile", "paper", "--out", str(run), "--no-book", *args,
                    env={"HF_HOME": str(paper_inputs["hf_home"]), "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, _explain(proc)
 
     profile = yaml.safe_load((run / "profile.yaml").read_text())
-    assert profile["profile"] == "paper" and profile["real_data"] == "idcia" and profile["count_pretrained"] is True
-    assert profile["count_recipe"] == "authors" and profile["count_split"] == "official"
-    assert profile["reference_clip_input"] is (reference_clip_input == "true")
+    count = profile["count"]
+    assert profile["profile"] == "paper" and profile["data"]["real"] == "idcia" and count["pretrained"] is True
+    assert count["recipe"] == "authors" and count["split"] == "official"
+    assert profile["tokens"]["reference_clip_input"] is (reference_clip_input == "true")
     assert (run / "data" / "real_dir.txt").read_text().startswith(str((run / "data" / "idcia").resolve()))
     # Tokens: DAPI images of the official training part only, with the CLIP input asked for
     tokens = load_tokens(run / "style" / "tokens", "cpu")

@@ -28,7 +28,7 @@ def _nb(cells: list[tuple[str, str, list[str]]]) -> nbformat.NotebookNode:
     return nb
 
 
-def write_notebook(path: Path, body: str, params: str = 'profile = "demo"\nrun_dir = None\nn_real = None\n',
+def write_notebook(path: Path, body: str, params: str = 'profile = "demo"\nrun_dir = None\nworkers = None\n',
                    title: str | None = None) -> Path:
     cells = [("markdown", f"# {title or path.stem}", []), ("code", params, ["parameters"]),
              ("code", textwrap.dedent(body), [])]
@@ -48,7 +48,7 @@ def project(tmp_path: Path) -> Path:
     """A tiny project: three notebooks that log their runs; the second fails while a marker exists."""
     root = tmp_path / "project"
     nbs = root / "notebooks"
-    write_notebook(nbs / "01_first.ipynb", LOG.format(name="01") + 'Path(run_dir, "a.txt").write_text(str(n_real))\n')
+    write_notebook(nbs / "01_first.ipynb", LOG.format(name="01") + 'Path(run_dir, "a.txt").write_text(str(workers))\n')
     write_notebook(nbs / "02_second.ipynb", LOG.format(name="02") + textwrap.dedent("""
         if Path(run_dir, "fail").exists():
             raise ValueError("deliberate failure")
@@ -90,7 +90,7 @@ def _run(project: Path, run: Path, profile=SMOKE, **kw):
 
 def test_only_declared_parameters_are_passed(project, tmp_path):
     params = rp.notebook_parameters(project / "notebooks" / "01_first.ipynb", SMOKE, tmp_path / "run")
-    assert params == {"profile": "smoke", "run_dir": str(tmp_path / "run"), "n_real": SMOKE.n_real}
+    assert params == {"profile": "smoke", "run_dir": str(tmp_path / "run"), "workers": SMOKE.workers}
     params = rp.notebook_parameters(project / "notebooks" / "03_third.ipynb", SMOKE, tmp_path / "run")
     assert set(params) == {"profile", "run_dir"}
 
@@ -100,7 +100,7 @@ def test_undeclared_profile_parameter_is_a_clear_error(project, tmp_path):
                          params='profile = "demo"\nrun_dir = None\nn_imgs = 3\n')
     with pytest.raises(InstlibError) as info:
         rp.notebook_parameters(bad, SMOKE, tmp_path)
-    assert "04_bad.ipynb" in str(info.value) and "n_imgs" in str(info.value) and "n_real" in str(info.value)
+    assert "04_bad.ipynb" in str(info.value) and "n_imgs" in str(info.value) and "workers" in str(info.value)
     # ...and it is found before any notebook runs
     with pytest.raises(InstlibError, match="n_imgs"):
         _run(project, tmp_path / "run")
@@ -108,7 +108,7 @@ def test_undeclared_profile_parameter_is_a_clear_error(project, tmp_path):
 
 
 def test_a_notebook_must_declare_profile_and_run_dir(project, tmp_path):
-    bad = write_notebook(project / "notebooks" / "04_bad.ipynb", "x = 1\n", params='profile = "demo"\nn_real = 3\n')
+    bad = write_notebook(project / "notebooks" / "04_bad.ipynb", "x = 1\n", params='profile = "demo"\nworkers = 3\n')
     with pytest.raises(InstlibError, match="04_bad.ipynb.*does not declare run_dir"):
         rp.notebook_parameters(bad, SMOKE, tmp_path)
 
@@ -125,7 +125,7 @@ def test_runs_in_order_then_skips_unchanged(project, tmp_path):
     run = tmp_path / "run"
     res, _ = _run(project, run)
     assert [r.status for r in res] == ["ran"] * 3 and _log(run) == ["01", "02", "03"]
-    assert (run / "b.txt").read_text() == f"{SMOKE.n_real}!"
+    assert (run / "b.txt").read_text() == f"{SMOKE.workers}!"
     executed = nbformat.read(run / "notebooks" / "01_first.ipynb", as_version=4)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
 
@@ -141,7 +141,7 @@ def test_a_changed_input_reruns_that_notebook_and_the_ones_after(project, tmp_pa
     run = tmp_path / "run"
     _run(project, run)
     # a parameter only 01 declares: 01 reruns, and so do the notebooks after it
-    res, _ = _run(project, run, profile=SMOKE.replace(n_real=5))
+    res, _ = _run(project, run, profile=get_profile(SMOKE, workers=5))
     assert [r.status for r in res] == ["ran", "ran", "ran"]
     assert (run / "b.txt").read_text() == "5!"
     # an edit of the second notebook: the first is skipped
@@ -149,10 +149,10 @@ def test_a_changed_input_reruns_that_notebook_and_the_ones_after(project, tmp_pa
     nb = nbformat.read(nb_path, as_version=4)
     nb.cells[2].source += "\nprint('edited')\n"
     nbformat.write(nb, nb_path)
-    res, _ = _run(project, run, profile=SMOKE.replace(n_real=5))
+    res, _ = _run(project, run, profile=get_profile(SMOKE, workers=5))
     assert [r.status for r in res] == ["skipped", "ran", "ran"]
     # a parameter no notebook declares changes nothing
-    res, _ = _run(project, run, profile=SMOKE.replace(n_real=5, epochs=9))
+    res, _ = _run(project, run, profile=get_profile(SMOKE, workers=5, **{"count.epochs": 9}))
     assert [r.status for r in res] == ["skipped"] * 3
 
 

@@ -55,7 +55,7 @@ def test_statement_is_plain_about_what_a_smoke_run_cannot_show():
     assert "random weights" in text and "simulator" in text and "One seed" in text and "Cell200-s" in text
     shows, _ = results.statement(_summary(**{"Syn-HC": 40.0, "InST": 20.0}), smoke)
     assert "50% lower" in shows[0] and "does not separate" not in shows[0]
-    paper = get_profile("paper", seeds=[1, 2, 3])
+    paper = get_profile("paper", **{"cv.seeds": [1, 2, 3]})
     _, not_shows = results.statement(_summary(**{"Syn-HC": 40.0, "InST": 26.0}), paper, cell200=True)
     assert not_shows and "random" not in " ".join(not_shows)
 
@@ -120,15 +120,15 @@ def test_real_data_from_a_folder_subset_and_pointer(tmp_path):
     with pytest.raises(InstlibError, match="run notebook 01_synthesize first"):
         real_folder(get_profile("smoke"), run)
     # a user's folder is used in place when it has no more images than asked for
-    p = get_profile("smoke", real_data=str(src), n_real=0)
+    p = get_profile("smoke", **{"data.real": str(src), "data.n_real": 0})
     assert prepare_real(p, run) == src.resolve() and real_folder(p, run) == src.resolve()
     # ... and subset evenly over the counts otherwise
-    p4 = get_profile("smoke", real_data=str(src), n_real=4)
+    p4 = get_profile("smoke", **{"data.real": str(src), "data.n_real": 4})
     sub = prepare_real(p4, run)
     counts = sorted(s.count() for s in list_samples(src))
     picked = sorted(s.count() for s in list_samples(sub))
     assert sub == run.real.resolve() and len(picked) == 4 and picked[0] == counts[0] and picked[-1] == counts[-1]
-    with pytest.raises(InstlibError, match="real_data='simulate'"):
+    with pytest.raises(InstlibError, match="data.real='simulate'"):
         real_folder(get_profile("smoke"), run)
     assert len(pick_names(src, 3)) == 3 and len(pick_names(src, 30)) == 10
     assert subset(src, tmp_path / "two", 2).is_dir()
@@ -176,7 +176,7 @@ def test_protocol_tables_give_exclusions_per_fold_and_kept_epochs_per_run(tmp_pa
 
 
 def test_statement_says_when_the_recipe_is_not_the_authors(tmp_path):
-    paper = get_profile("paper", seeds=[1, 2, 3])
+    paper = get_profile("paper", **{"cv.seeds": [1, 2, 3]})
     summary = _summary(**{"Syn-HC": 40.0, "InST": 26.0})
     _, not_shows = results.statement(summary, paper, cell200=True, cv_dir=_cv_dir(tmp_path, recipe="instlib"))
     assert any("'instlib' recipe" in s for s in not_shows)
@@ -200,5 +200,5 @@ def test_exposure_says_what_each_source_saw():
     assert "every real image of stain DAPI" in paper[1]
     assert "the official split's training and validation images of stain DAPI" in paper[2] and "test images" not in paper[2]
     assert "as published (it never saw this run's images)" in paper[2]
-    named = results.exposure(get_profile("smoke", diffusion_model="tiny", style_names="*_DAPI_*"))
+    named = results.exposure(get_profile("smoke", diffusion_model="tiny", **{"data.names": "*_DAPI_*"}))
     assert "named '*_DAPI_*'" in named[1] and "random weights" in named[2]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from instlib.config import SynHCConfig
 from instlib.data.images import write_image
 from instlib.data.points import write_points
 from instlib.data.simulate import colorize, render_fluorescence
@@ -44,7 +45,7 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     """``real`` (style) and ``synhc`` (content drawn from the real points, paired by name)."""
     root = tmp_path_factory.mktemp("style-data")
     real = make_real(root / "real")
-    synhc = synthesize_from_points(real, root / "synhc", cell_size=8, progress=False)
+    synhc = synthesize_from_points(real, root / "synhc", SynHCConfig(cell_size=8), progress=False)
     return {"real": real, "synhc": synhc}
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 import instlib.style.conditioning as conditioning
+from instlib.config import TokenTrainingConfig
 from instlib.style import load_token, stylize_images, train_style_token
 from instlib.style.conditioning import image_embeddings, reference_clip_cast, token_embeddings
 from instlib.style.transfer import TransferConfig
@@ -48,12 +49,12 @@ def test_reference_input_hides_the_image(tiny):
 
 
 def test_token_records_the_switch_and_transfer_uses_it(tiny, folders, tmp_path, monkeypatch):
-    out = train_style_token(folders["real"], tmp_path / "ref.safetensors", tiny, steps=1, resolution=RES,
-                            reference_clip_input=True, progress=False)
+    out = train_style_token(folders["real"], tmp_path / "ref.safetensors", tiny, TokenTrainingConfig(steps=1, resolution=RES, reference_clip_input=True),
+                            progress=False)
     token = load_token(out)
     assert token.reference_clip_input and token.info["reference_clip_input"] is True
-    assert not load_token(train_style_token(folders["real"], tmp_path / "own.safetensors", tiny, steps=1,
-                                            resolution=RES, progress=False)).reference_clip_input
+    assert not load_token(train_style_token(folders["real"], tmp_path / "own.safetensors", tiny, TokenTrainingConfig(steps=1, resolution=RES),
+                                            progress=False)).reference_clip_input
     style = random_uint8((RES, RES, 3), 9)
     with torch.no_grad():
         expected = token.block(image_embeddings(tiny, [reference_clip_cast(style)]))

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from instlib.config import TokenTrainingConfig
 from instlib.data.images import write_image
 from instlib.errors import InstlibError
 from instlib.style import TransferConfig, load_components, load_token, stylize_images, train_style_token
@@ -66,7 +67,8 @@ def test_prior_folder_loads_like_sd(trained):
 
 def test_style_token_and_transfer_run_on_prior(trained, domains, tmp_path):
     comps = load_components(str(trained), device="cpu")
-    token = train_style_token(domains, tmp_path / "tok.safetensors", comps, steps=2, resolution=RES, progress=False)
+    token = train_style_token(domains, tmp_path / "tok.safetensors", comps, TokenTrainingConfig(steps=2, resolution=RES),
+                              progress=False)
     contents = [_images(domains, "dim0"), _images(domains, "dim1"), _images(domains, "bright2")]
     styles = [_images(domains, "bright0")] * 3
     cfg = TransferConfig(resolution=RES, steps=10, strength=0.7, guidance=3.0)

@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 from instlib.errors import DataError, InstlibError
 from instlib.style import load_token, load_tokens, save_token
 from instlib.style.conditioning import check_token, encode_prompts, placeholder_id
-from instlib.style.tokens import FORMAT, TokenConfig, _digest, new_token, token_metadata
+from instlib.data.tensorfile import tensor_digest
+from instlib.style.tokens import FORMAT, TokenConfig, new_token, token_metadata
 
 
 def test_block_matches_the_reference_layout():
@@ -65,7 +66,8 @@ def test_wrong_shape_is_refused(tmp_path):
     tensors = {k: v.clone() for k, v in token.block.state_dict().items()}
     tensors["net.1.weight"] = torch.zeros(32, 16)
     path = tmp_path / "bad.safetensors"
-    save_file(tensors, str(path), metadata=token_metadata(token, tensors))  # a consistent checksum, wrong shape
+    save_file(tensors, str(path), metadata={**token_metadata(token), "format": FORMAT,  # a consistent checksum, wrong shape
+                                            "sha256": tensor_digest(tensors)})
     with pytest.raises(DataError, match=r"net.1.weight.*shape \(32, 16\).*needs \(32, 32\)"):
         load_token(path)
 
@@ -74,7 +76,7 @@ def test_missing_tensor_is_refused(tmp_path):
     token = new_token(32)
     tensors = {k: v for k, v in token.block.state_dict().items() if k != "net.1.bias"}
     path = tmp_path / "bad.safetensors"
-    save_file(tensors, str(path), metadata={"format": FORMAT, "sha256": _digest(tensors),
+    save_file(tensors, str(path), metadata={"format": FORMAT, "sha256": tensor_digest(tensors),
                                             "config": json.dumps({"dim": 32})})
     with pytest.raises(DataError, match="net.1.bias"):
         load_token(path)

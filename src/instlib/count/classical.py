@@ -24,7 +24,7 @@ from skimage.feature import peak_local_max
 from tqdm.auto import tqdm
 
 from instlib.count.metrics import score
-from instlib.count.pipeline import ImageBank, load_bank
+from instlib.count.bank import ImageBank, load_bank
 from instlib.count.predict import true_counts
 from instlib.data.folder import list_samples
 from instlib.data.maps import center_box

@@ -23,37 +23,37 @@ run, and any shard rebuilds ``results.csv`` from every finished run it finds.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from instlib.config.count import GridConfig, TrainConfig
 from instlib.count.backbone import check_backbone
+from instlib.count.bank import ImageBank, load_bank
 from instlib.count.classical import MODEL as CLASSICAL_MODEL
 from instlib.count.classical import fit_and_count
+from instlib.count.inputs import RunData, source_samples, validation_split
 from instlib.count.mix import get_mix
-from instlib.count.pipeline import ImageBank, load_bank
-from instlib.count.train import (METRICS_FILE, PREDICTIONS_FILE, RunData, TrainConfig, read_json, run, source_samples,
-                                 validation_split, write_json)
-from instlib.data.atomic import atomic_open
+from instlib.count.train import run
+from instlib.data.atomic import read_json, write_json
 from instlib.data.folder import list_samples
 from instlib.data.provenance import drawn_from, sample_origins
+from instlib.data.shard import take_shard
 from instlib.data.splits import split_part, stratified_kfold
 from instlib.errors import DataError, InstlibError
-from instlib.runs.results import RESULTS_FILE, SUMMARY_FILE
-from instlib.runs.shard import take_shard
+from instlib.runs.folders import (CV_FILE, METRICS_FILE, PREDICTIONS_FILE, RESULT_FILE, RESULTS_FILE, RUNS_DIR,
+                                  SUMMARY_FILE, claim, write_csv)
 
 FOLD_SEED = 42
 REAL = "real"
 #: The classical baseline as a source of the grid: no training folders, no mixing, fitted per fold.
 CLASSICAL = "classical"
 BASELINES = (REAL, CLASSICAL)
-CV_FILE, RESULT_FILE = "cv.json", "result.json"
 METRICS = ("mae", "rmse", "acp", "mae_center", "rmse_center", "acp_center")
 COLUMNS = ("source", "mix", "fold", "seed", *METRICS, "n_test", "epochs", "finetune_epochs", "model", "head", "sigma",
            "wall_s", "excluded", "pretrain_epoch", "final_epoch", "recipe", "split")
@@ -73,7 +73,7 @@ class Job:
         return f"{self.source}-{self.mix}-fold{self.fold}-seed{self.seed}"
 
 
-def grid(sources: Sequence[str], mixes: Sequence[str], folds: int, seeds: Sequence[int]) -> list[Job]:
+def jobs_of(sources: Sequence[str], mixes: Sequence[str], folds: int, seeds: Sequence[int]) -> list[Job]:
     """Every run of the grid, in a fixed order (the order shards are taken from)."""
     return [Job(src, mix, k, seed) for src in sources for mix in mixes for k in range(folds) for seed in seeds
             if not (src in BASELINES and mix != "none")]
@@ -139,7 +139,7 @@ def real_folds(real_dir: Path, folds: int, split: str = "stratified", progress: 
 
 
 def _results(out: Path) -> pd.DataFrame:
-    rows = [read_json(p) for p in sorted((out / "runs").glob(f"*/{RESULT_FILE}"))]
+    rows = [read_json(p) for p in sorted((out / RUNS_DIR).glob(f"*/{RESULT_FILE}"))]
     df = pd.DataFrame([r for r in rows if r], columns=list(COLUMNS))
     return df.sort_values(["source", "mix", "fold", "seed"], kind="stable").reset_index(drop=True)
 
@@ -158,32 +158,21 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
 def _write_tables(out: Path) -> pd.DataFrame:
     results = _results(out)
-    for name, df in ((RESULTS_FILE, results), (SUMMARY_FILE, summarize(results))):
-        with atomic_open(out / name, "w", newline="") as fh:
-            df.to_csv(fh, index=False)
+    write_csv(out / RESULTS_FILE, results)
+    write_csv(out / SUMMARY_FILE, summarize(results))
     return results
 
 
-def _claim(out: Path, stamp: dict) -> None:
-    previous = read_json(out / CV_FILE)
-    if previous is not None and previous != json.loads(json.dumps(stamp)):
-        raise DataError("holds a cross-validation with other settings (real folder, folds or training "
-                        "settings); choose another --out", out)
-    if previous is None and out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
-        raise DataError("holds files that are not an instlib cross-validation; choose another --out", out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / CV_FILE, stamp)
-
-
-def cross_validate(real_dir: str | Path, out: str | Path, config: TrainConfig, *,
-                   sources: Mapping[str, Sequence[str | Path]] | None = None, mixes: Sequence[str] = ("none",),
-                   seeds: Sequence[int] = (42,), folds: int = 5, shard: tuple[int, int] | None = None,
+def cross_validate(real_dir: str | Path, out: str | Path, config: TrainConfig, grid: GridConfig = GridConfig(), *,
+                   sources: Mapping[str, Sequence[str | Path]] | None = None, shard: tuple[int, int] | None = None,
                    progress: bool = True, device: str | None = None) -> pd.DataFrame:
-    """Run the grid ``sources x mixes x folds x seeds`` on ``real_dir``; returns (and writes) ``results.csv``.
+    """Run the grid ``sources x grid.mixes x grid.folds x grid.seeds`` on ``real_dir``; returns (and writes)
+    ``results.csv``.
 
     ``sources`` maps a name to the folders to pre-train on; ``"real"`` (with no folders) trains on
     the real training folds only, and ``"classical"`` (no folders) fits the classical baseline
-    (:mod:`instlib.count.classical`) on each fold's training images. ``config.seed`` and ``config.mix`` are replaced per run.
+    (:mod:`instlib.count.classical`) on each fold's training images. ``config.seed`` and ``config.mix`` are
+    replaced per run.
     """
     sources = dict(sources or {REAL: []})
     for name, dirs in sources.items():
@@ -192,18 +181,19 @@ def cross_validate(real_dir: str | Path, out: str | Path, config: TrainConfig, *
                                "needs at least one folder")
         if "-" in name or "/" in name:
             raise InstlibError(f"source name '{name}' may not contain '-' or '/' (it names run folders)")
-    for m in mixes:  # every variant's settings, before any run
-        replace(config, mix=m).validate()
+    for m in grid.mixes:  # every variant's settings, before any run
+        config.updated(mix=m)
     check_backbone(config.model, config.pretrained)
     out = Path(out)
     real_dir = Path(real_dir)
-    real, parts = real_folds(real_dir, folds, config.split, progress=progress)
-    _claim(out, {"real": str(real_dir.resolve()), "folds": len(parts), "fold_seed": FOLD_SEED,
-                 "config": {k: v for k, v in asdict(config).items() if k not in ("seed", "mix")}})
-    jobs = take_shard(grid(list(sources), list(mixes), len(parts), list(seeds)), shard)
+    real, parts = real_folds(real_dir, grid.folds, config.split, progress=progress)
+    claim(out, CV_FILE, {"real": str(real_dir.resolve()), "folds": len(parts), "fold_seed": FOLD_SEED,
+                         "config": {k: v for k, v in config.dump().items() if k not in ("seed", "mix")}},
+          "cross-validation")
+    jobs = take_shard(jobs_of(list(sources), list(grid.mixes), len(parts), list(grid.seeds)), shard)
     banks: dict[str, tuple[ImageBank, list]] = {}
     for job in tqdm(jobs, desc="cv", unit="run", disable=not progress):
-        run_dir = out / "runs" / job.name
+        run_dir = out / RUNS_DIR / job.name
         if (run_dir / RESULT_FILE).is_file():
             continue
         if job.source == CLASSICAL:
@@ -219,7 +209,7 @@ def _deep_run(real: ImageBank, real_dir: Path, parts: list, job: Job, config: Tr
               sources: Mapping[str, Sequence[str | Path]], banks: dict, run_dir: Path, progress: bool,
               device: str | None) -> dict:
     """Train one deep run of the grid (pre-training on the source, minus its test-fold images); its row."""
-    cfg = replace(config, seed=job.seed, mix=job.mix)
+    cfg = config.updated(seed=job.seed, mix=job.mix)
     train_idx, test_idx = parts[job.fold]
     source, excluded = None, 0
     if job.source != REAL:
@@ -257,9 +247,7 @@ def _classical_run(real: ImageBank, part: tuple[np.ndarray, np.ndarray], run_dir
     tic = time.perf_counter()
     train_idx, test_idx = part
     predictions, metrics = fit_and_count(real.subset(train_idx), real.subset(test_idx), crop_size=config.crop_size)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_open(run_dir / PREDICTIONS_FILE, "w", newline="") as fh:
-        predictions.to_csv(fh, index=False)
+    write_csv(run_dir / PREDICTIONS_FILE, predictions)
     write_json(run_dir / METRICS_FILE, metrics)
     return {"source": CLASSICAL, "mix": job.mix, "fold": job.fold, "seed": job.seed,
             **{m: metrics[m] for m in ("mae", "rmse", "acp")},

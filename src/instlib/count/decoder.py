@@ -16,17 +16,13 @@ tolerates small errors spread over every pixel that add up to whole cells over a
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from instlib.count.backbone import create_backbone
 from instlib.count.grid import pool_to_grid
-
-if TYPE_CHECKING:
-    from instlib.count.model import ModelSpec
+from instlib.count.spec import ModelSpec
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:

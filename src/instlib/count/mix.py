@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from instlib.count.model import CountModel
-from instlib.count.pipeline import Batch
+from instlib.count.batches import Batch
 from instlib.errors import InstlibError
 
 

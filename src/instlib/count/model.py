@@ -8,14 +8,13 @@
   Gaussian density map at stride 2-4; the count is the map's sum. A dot-annotated crop supervises
   every pixel instead of one number, which is what lets it learn from a handful of images.
 
-Models are saved as ``safetensors`` with the metadata needed to rebuild and feed them: head,
-backbone, channel counts of the training images, normalisation, intensity scaling and crop size.
+Models are saved as ``safetensors`` (:mod:`instlib.data.tensorfile`) with the :class:`ModelSpec` needed to
+rebuild and feed them (:mod:`instlib.count.spec`): head, backbone, channel counts of the training images,
+normalisation, intensity scaling and crop size.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -25,56 +24,9 @@ from torch import nn
 from instlib.count.backbone import create_backbone
 from instlib.count.decoder import DensityNet
 from instlib.count.grid import grid_to_pixels, pool_to_grid
-from instlib.data.atomic import atomic_path
+from instlib.count.spec import FORMAT, ModelSpec
+from instlib.data.tensorfile import read_tensors, write_tensors
 from instlib.errors import InstlibError
-
-FORMAT = "instlib.count/1"
-
-# Normalisation statistics by name; "data" (computed from the training images) is handled by the caller.
-NORMS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    # The authors' IDCIA statistics: the fluorescence images are dark.
-    "idcia": ((0.0414,) * 3, (0.0203,) * 3),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything needed to rebuild a counting model and feed it images."""
-
-    backbone: str = "efficientnet_b0"
-    channels: tuple[int, ...] = (3,)  # channel counts of the images it was trained on (1 = grayscale)
-    mean: tuple[float, float, float] = NORMS["imagenet"][0]
-    std: tuple[float, float, float] = NORMS["imagenet"][1]
-    crop_size: int = 200
-    head: str = "regression"  # a key of HEADS
-    density: bool = False  # regression only: add the 1x1 density helper (DACS pseudo-labels)
-    sigma: float = 4.0  # density only: std in pixels of the Gaussian around each point in the targets
-    density_scale: float = 100.0  # density only: targets and outputs are scaled by this in the loss
-    count_weight: float = 0.01  # density only: weight of the crop counts' absolute error in the loss
-    out_stride: int = 2  # density only: stride of the output map (an encoder stride: 2, 4, ...)
-    decoder_width: int = 32  # density only: channels of the decoder
-    intensity_percentile: float | None = None  # per-image scaling before the model (see pipeline.scale_intensity)
-    drop_rate: float = 0.0  # regression only: dropout before the count head (torchvision's EfficientNet-B0: 0.2)
-    drop_path_rate: float = 0.0  # stochastic depth of the backbone's blocks (torchvision's EfficientNet-B0: 0.2)
-
-    def __post_init__(self):
-        if self.head not in HEADS:
-            raise InstlibError(f"unknown counting head '{self.head}'; choose one of {', '.join(HEADS)}")
-
-    @property
-    def has_density(self) -> bool:
-        """Whether the model outputs a density map (whose sums are counts)."""
-        return self.head == "density" or self.density
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelSpec:
-        d = json.loads(text)
-        return cls(**{**d, "channels": tuple(d["channels"]), "mean": tuple(d["mean"]), "std": tuple(d["std"])})
-
 
 class RegressionNet(nn.Module):
     """The paper's counter: pooled backbone features -> one count; the optional density helper beside it."""
@@ -153,46 +105,27 @@ class CountModel(nn.Module):
 
 # ---------------------------------------------------------------- files
 
+MODEL_HINT = "use the model.safetensors that 'instlib count train' wrote"
+
 
 def save_model(model: CountModel, path: str | Path) -> Path:
     """Write weights and :class:`ModelSpec` to a ``.safetensors`` file, atomically."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT, "spec": model.spec.to_json()})
-    return path
+    return write_tensors(path, model.state_dict(), {"spec": model.spec.to_json()}, FORMAT)
 
 
 def read_spec(path: str | Path) -> ModelSpec:
     """The :class:`ModelSpec` stored in a model file (raises if it is not an instlib counting model)."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise InstlibError("no such model file", path)
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-    except (SafetensorError, OSError) as exc:
-        raise InstlibError(f"cannot be read as a safetensors file: {exc}", path) from exc
-    if meta.get("format") != FORMAT or "spec" not in meta:
-        raise InstlibError("is not an instlib counting model (no 'instlib.count' metadata); "
-                           "use the model.safetensors that 'instlib count train' wrote", path)
-    return ModelSpec.from_json(meta["spec"])
+    return ModelSpec.from_json(read_tensors(path, FORMAT, "model file", MODEL_HINT, tensors=False)[1]["spec"])
 
 
 def load_model(path: str | Path, *, backbone: str | None = None, device: str | torch.device = "cpu") -> CountModel:
     """Rebuild a model from its file; ``backbone``, when given, must match the file's."""
-    from safetensors.torch import load_file
-
     path = Path(path)
-    spec = read_spec(path)
+    state, meta = read_tensors(path, FORMAT, "model file", MODEL_HINT)
+    spec = ModelSpec.from_json(meta["spec"])
     if backbone is not None and backbone != spec.backbone:
         raise InstlibError(f"holds a '{spec.backbone}' model, not '{backbone}'", path)
     model = CountModel(spec, pretrained=False)
-    state = load_file(str(path))
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -10,6 +10,7 @@ Both heads count a whole image as the sum of its counts over a grid of ``crop x 
   weigh least), summed over each tile. :func:`density_maps` returns the maps themselves.
 
 The tile counts are also what training validates on (:func:`true_tile_counts` gives the truth).
+:func:`image_tiles` and :func:`center_crops` cut the tiles and the reference's centre crops.
 """
 
 from __future__ import annotations
@@ -23,16 +24,34 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from instlib.count.model import CountModel, ModelSpec, load_model
-from instlib.count.pipeline import (ImageBank, box_counts, center_crops, crop_images, image_tiles, load_bank,
-                                    scale_intensity)
+from instlib.count.bank import ImageBank, load_bank, scale_intensity
+from instlib.count.batches import box_counts, crop_images
+from instlib.count.model import CountModel, load_model
 from instlib.count.runtime import as_input, autocast, pick_device
+from instlib.count.spec import ModelSpec
 from instlib.data.atomic import atomic_path
 from instlib.data.folder import IMAGES, POINTS, Sample, list_samples
 from instlib.data.images import is_image_file
+from instlib.data.maps import center_box
 from instlib.errors import DataError, InstlibError
+from instlib.runs.folders import MODEL_FILE
 
-MODEL_FILE = "model.safetensors"
+
+def image_tiles(image: torch.Tensor, size: int) -> torch.Tensor:
+    """``(T, 3, size, size)`` uint8 tiles covering a ``(C, H, W)`` image, zero-padded at the right and bottom."""
+    c, h, w = image.shape
+    ph, pw = math.ceil(h / size) * size, math.ceil(w / size) * size
+    padded = torch.zeros(3, ph, pw, dtype=torch.uint8)
+    padded[:, :h, :w] = image
+    tiles = padded.unfold(1, size, size).unfold(2, size, size)  # (3, nh, nw, size, size)
+    return tiles.permute(1, 2, 0, 3, 4).reshape(-1, 3, size, size)
+
+
+def center_crops(bank: ImageBank, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(tops, lefts, crops)`` of the centred box of every image (the reference's evaluation)."""
+    tl = torch.tensor([center_box(tuple(s), size)[:2] for s in bank.shapes.tolist()], dtype=torch.int64).reshape(-1, 2)
+    idx = torch.arange(len(bank))
+    return tl[:, 0], tl[:, 1], crop_images(bank, idx, tl[:, 0], tl[:, 1], size)
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader (or a killed run) never sees a half-written file.
+"""Atomic file writes (and JSON through them): a reader (or a killed run) never sees a half-written file.
 
 The data goes to a hidden temporary file beside the target, ``.<name>.<8 random chars><suffix>``,
 which is renamed onto the target only when it is complete. A run killed with ``kill -9`` cannot
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from instlib.errors import WriteError
 
@@ -78,6 +79,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_open(path, "wb") as fh:
         fh.write(data)
+
+
+def write_json(path: str | Path, obj: Any, *, sort_keys: bool = True) -> Path:
+    """Write ``obj`` as indented JSON, atomically (values JSON does not know, such as paths, as text)."""
+    with atomic_open(path, "w") as fh:
+        fh.write(json.dumps(obj, indent=2, sort_keys=sort_keys, default=str) + "\n")
+    return Path(path)
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON in ``path``, or None when it is missing or unreadable (a file a killed run never finished)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def is_temporary(path: str | Path) -> bool:

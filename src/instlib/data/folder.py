@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from instlib.data.atomic import atomic_open, sweep_temporaries
+from instlib.data.atomic import atomic_open, read_json, sweep_temporaries, write_json
 from instlib.data.images import IMAGE_SUFFIXES, image_size, is_image_file, read_image
 from instlib.data.listing import data_files, junk_files
 from instlib.data.points import read_points
@@ -198,7 +198,7 @@ def prepare_output(out: str | Path, stage: str, settings: dict, overwrite: bool 
         raise DataError("exists and is not a folder", out)
     existing = data_files(out) if out.is_dir() else []
     if existing:
-        previous = _read_stamp(out)
+        previous = read_json(out / STAMP) or {}
         if previous != json.loads(json.dumps(stamp)):
             if not overwrite:
                 what = (f"results of '{previous.get('stage')}' with other settings" if previous
@@ -211,8 +211,7 @@ def prepare_output(out: str | Path, stage: str, settings: dict, overwrite: bool 
     try:
         (out / IMAGES).mkdir(parents=True, exist_ok=True)
         (out / POINTS).mkdir(exist_ok=True)
-        with atomic_open(out / STAMP, "w") as fh:
-            json.dump(stamp, fh, indent=2, sort_keys=True)
+        write_json(out / STAMP, stamp)
     except PermissionError as exc:
         raise DataError("is not writable (permission denied)", exc.filename or out) from exc
     except OSError as exc:
@@ -220,13 +219,6 @@ def prepare_output(out: str | Path, stage: str, settings: dict, overwrite: bool 
     if not os.access(out / IMAGES, os.W_OK):
         raise DataError("is not writable (permission denied)", out / IMAGES)
     return out
-
-
-def _read_stamp(out: Path) -> dict:
-    try:
-        return json.loads((out / STAMP).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def validate_folder(root: str | Path) -> list[Sample]:

@@ -21,7 +21,7 @@ from instlib.data.images import write_image
 from instlib.data.points import write_points
 from instlib.data.synth import image_rng
 from instlib.errors import ArgumentError
-from instlib.runs.shard import take_shard
+from instlib.data.shard import take_shard
 
 COLORS = {"gray": None, "dapi": (0.10, 0.30, 1.00)}  # RGB gains of the blue DAPI look-up table
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy.special import ndtri
 from tqdm.auto import tqdm
 
+from instlib.config.data import AUTO_CELL_SIZE, SynHCConfig
 from instlib.data.cellsize import samples_cell_size
 from instlib.data.folder import IMAGES, POINTS, prepare_output, write_manifest
 from instlib.data.images import image_size, write_image
@@ -28,23 +29,11 @@ from instlib.data.maps import rescale_points
 from instlib.data.points import read_points, write_points
 from instlib.data.selection import ImageFilter, selected_samples
 from instlib.errors import ArgumentError
-from instlib.runs.shard import take_shard
+from instlib.data.shard import take_shard
 
 
 _NOISE_LEVELS = 1 << 16
 _GAUSS_QUANTILES = ndtri((np.arange(_NOISE_LEVELS) + 0.5) / _NOISE_LEVELS)  # N(0, 1), |z| <= 4.3
-
-
-@dataclass(frozen=True)
-class SynHCConfig:
-    """The generator's constants (the reference's values are the defaults; cell size 30 there)."""
-
-    cell_size: float = 15.0
-    background_mean: tuple[float, float] = (10.0, 30.0)
-    background_std: float = 5.0
-    axis_fraction: tuple[float, float] = (0.4, 0.6)
-    alpha: tuple[float, float] = (0.8, 1.2)
-    beta: tuple[float, float] = (-20.0, 20.0)
 
 
 def image_rng(seed: int, name: str) -> np.random.Generator:
@@ -116,30 +105,30 @@ class _Job:
     style: str
 
 
-def _render_job(job: _Job, out: Path, seed: int, config: SynHCConfig) -> dict:
-    img = render_synhc(job.points, job.shape, image_rng(seed, job.name), config)
+def _render_job(job: _Job, out: Path, config: SynHCConfig) -> dict:
+    img = render_synhc(job.points, job.shape, image_rng(config.seed, job.name), config)
     write_image(out / IMAGES / f"{job.name}.png", img)
     write_points(out / POINTS / f"{job.name}.csv", job.points)
     # 'origin': the real image the points came from (empty for random layouts); see instlib.data.provenance.
-    return {"name": job.name, "count": len(job.points), "source": "synhc", "seed": seed, "origin": job.style,
+    return {"name": job.name, "count": len(job.points), "source": "synhc", "seed": config.seed, "origin": job.style,
             "style": job.style, "height": job.shape[0], "width": job.shape[1], "cell_size": config.cell_size}
 
 
-def _run(jobs: list[_Job], out: Path, seed: int, config: SynHCConfig, workers: int,
+def _run(jobs: list[_Job], out: Path, config: SynHCConfig, workers: int,
          shard: tuple[int, int] | None, progress: bool) -> Path:
     todo = take_shard(jobs, shard)
     desc = f"Syn-HC -> {out}"
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            futures = [pool.submit(_render_job, j, out, seed, config) for j in todo]
+            futures = [pool.submit(_render_job, j, out, config) for j in todo]
             rows = [f.result() for f in tqdm(futures, desc=desc, disable=not progress)]
     else:
-        rows = [_render_job(j, out, seed, config) for j in tqdm(todo, desc=desc, disable=not progress)]
+        rows = [_render_job(j, out, config) for j in tqdm(todo, desc=desc, disable=not progress)]
     write_manifest(out, rows, shard=shard)
     return out
 
 
-def synthesize_from_points(real_dir: str | Path, out: str | Path, cell_size: float | str = 15.0, seed: int = 0,
+def synthesize_from_points(real_dir: str | Path, out: str | Path, config: SynHCConfig = SynHCConfig(), *,
                            steps: int | None = None, size: tuple[int, int] | None = None,
                            select: ImageFilter | None = None, overwrite: bool = False, workers: int = 1,
                            shard: tuple[int, int] | None = None, progress: bool = True) -> Path:
@@ -148,14 +137,13 @@ def synthesize_from_points(real_dir: str | Path, out: str | Path, cell_size: flo
     ``size=(H, W)`` draws on a canvas of that size with the points rescaled onto it (the paper's
     800 x 800); by default the canvas is the real image's size. ``steps=K`` makes the gradual
     series instead: ``K`` images per real image named ``<name>_gKK`` with the first ``n_k`` cells.
-    ``cell_size="auto"``: measured on the real images at their points (:mod:`instlib.data.cellsize`).
+    ``config.cell_size="auto"``: measured on the real images at their points (:mod:`instlib.data.cellsize`).
     ``select``: draw only the real images it passes (e.g. one stain; the authors drew DAPI images only).
     """
     samples = selected_samples(real_dir, select)  # every problem is found before anything is written
-    estimated = cell_size == "auto"
+    estimated = config.cell_size == AUTO_CELL_SIZE
     if estimated:
-        cell_size = samples_cell_size(samples, real_dir)
-    config = SynHCConfig(cell_size=float(cell_size))
+        config = config.updated(cell_size=samples_cell_size(samples, real_dir))
     jobs = []
     for s in samples:
         src_shape = image_size(s.image)
@@ -169,28 +157,29 @@ def synthesize_from_points(real_dir: str | Path, out: str | Path, cell_size: flo
         else:
             jobs.append(_Job(s.name, pts, shape, s.name))
     settings = {"mode": "gradual" if steps else "from-points", "real_dir": str(Path(real_dir).resolve()),
-                "steps": steps, "size": list(size) if size else None, "seed": seed, "cell_size_estimated": estimated,
-                "select": select.describe() if select is not None else None, **asdict(config)}
+                "steps": steps, "size": list(size) if size else None, "cell_size_estimated": estimated,
+                "select": select.describe() if select is not None else None, **config.dump()}
     prepare_output(out, "synth", settings, overwrite)
-    return _run(jobs, Path(out), seed, config, workers, shard, progress)
+    return _run(jobs, Path(out), config, workers, shard, progress)
 
 
 def synthesize_random(out: str | Path, n: int, size: tuple[int, int], cells: tuple[int, int],
-                      cell_size: float = 15.0, seed: int = 0, overwrite: bool = False, workers: int = 1,
+                      config: SynHCConfig = SynHCConfig(), *, overwrite: bool = False, workers: int = 1,
                       shard: tuple[int, int] | None = None, progress: bool = True) -> Path:
     """``n`` Syn-HC images of ``size=(H, W)`` with ``U{cells[0]..cells[1]}`` cells at random places."""
     lo, hi = cells
     if n < 1 or lo < 0 or hi < lo or min(size) < 1:
         raise ArgumentError(f"need n >= 1, 0 <= cells LO <= HI and a positive size; got n={n}, cells={cells}, size={size}")
-    config = SynHCConfig(cell_size=cell_size)
+    if config.cell_size == AUTO_CELL_SIZE:
+        raise ArgumentError("cell size 'auto' is measured at real points: give a number for random layouts")
     jobs = []
     for i in range(n):
         name = f"synhc_{i:05d}"
-        rng = image_rng(seed, name + "/layout")
+        rng = image_rng(config.seed, name + "/layout")
         jobs.append(_Job(name, random_points(int(rng.integers(lo, hi + 1)), tuple(size), rng), tuple(size), ""))
-    settings = {"mode": "random", "n": n, "size": list(size), "cells": [lo, hi], "seed": seed, **asdict(config)}
+    settings = {"mode": "random", "n": n, "size": list(size), "cells": [lo, hi], **config.dump()}
     prepare_output(out, "synth", settings, overwrite)
-    return _run(jobs, Path(out), seed, config, workers, shard, progress)
+    return _run(jobs, Path(out), config, workers, shard, progress)
 
 
 __all__ = ["SynHCConfig", "render_synhc", "fill_ellipses", "gradual_counts", "image_rng", "random_points",

@@ -10,7 +10,6 @@ go through ``run.rel(path)`` (relative to the run folder), so the book shows no 
 from __future__ import annotations
 
 import html
-import json
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -19,15 +18,20 @@ from typing import Any
 
 import numpy as np
 
-from instlib.data.atomic import atomic_open, atomic_path
+from instlib.data.atomic import atomic_path
 from instlib.errors import DataError, InstlibError
 from instlib.runs.layout import RunLayout
-from instlib.runs.profiles import PRIOR, Profile, get_profile, resolve_models
+from instlib.runs.profiles import PRIOR, SETTINGS, Profile, declared_only, get_profile, resolve_models
 
 
 def setup(profile: str = "demo", run_dir: str | Path | None = None, **parameters: Any) -> tuple[Profile, RunLayout]:
-    """Resolve the profile (``None`` parameters keep the profile's value) and the run folder."""
-    prof = resolve_models(get_profile(profile, **parameters))
+    """Resolve the profile (``None`` parameters keep the profile's value) and the run folder.
+
+    The profile returned lets the notebook read only the ``parameters`` it declared (see
+    :func:`~instlib.runs.profiles.declared_only`): a setting it did not declare would never receive the
+    run's value.
+    """
+    prof = declared_only(resolve_models(get_profile(profile, **parameters)), set(parameters))
     layout = RunLayout(Path(run_dir) if run_dir else Path("runs") / prof.name)
     layout.root.mkdir(parents=True, exist_ok=True)
     try:
@@ -46,7 +50,7 @@ def setup_from(namespace: Mapping[str, Any]) -> tuple[Profile, RunLayout]:
     """:func:`setup` with the parameters a notebook defined: ``profile``, ``run_dir`` and every
     profile field found in ``namespace`` (the notebook's ``globals()`` after its parameters cell),
     so the setup cell does not repeat the parameter names."""
-    fields = {name: namespace[name] for name in Profile.field_names() if name in namespace}
+    fields = {name: namespace[name] for name in Profile.model_fields if name in namespace and name in SETTINGS}
     return setup(namespace.get("profile", "demo"), namespace.get("run_dir"), **fields)
 
 
@@ -54,13 +58,14 @@ def setup_from(namespace: Mapping[str, Any]) -> tuple[Profile, RunLayout]:
 
 
 def data_label(profile: Profile) -> str:
-    if profile.real_data == "simulate":
-        return (f"simulated fluorescence images (instlib simulator, {profile.n_real} images of "
-                f"{profile.image_size} px, {profile.cells[0]}-{profile.cells[1]} cells)")
-    if profile.real_data == "idcia":
-        return "IDCIA" + (f" (at most {profile.n_real} images)" if profile.n_real else "")
-    return (f"the folder {profile.real_data}" + _split_note(Path(profile.real_data).expanduser())
-            + (f" (at most {profile.n_real} images)" if profile.n_real else ""))
+    data = profile.data
+    if data.real == "simulate":
+        return (f"simulated fluorescence images (instlib simulator, {data.n_real} images of "
+                f"{data.image_size} px, {data.cells[0]}-{data.cells[1]} cells)")
+    if data.real == "idcia":
+        return "IDCIA" + (f" (at most {data.n_real} images)" if data.n_real else "")
+    return (f"the folder {data.real}" + _split_note(Path(data.real).expanduser())
+            + (f" (at most {data.n_real} images)" if data.n_real else ""))
 
 
 def _split_note(folder: Path) -> str:
@@ -79,8 +84,8 @@ def _split_note(folder: Path) -> str:
 def diffusion_label(profile: Profile) -> str:
     m = profile.diffusion_model
     if m == PRIOR:
-        return (f"a diffusion prior trained in this run on its real images ({profile.prior_steps} steps on "
-                f"{profile.prior_resolution} px crops; pixel space), not Stable Diffusion v1.4")
+        return (f"a diffusion prior trained in this run on its real images ({profile.prior.steps} steps on "
+                f"{profile.prior.resolution} px crops; pixel space), not Stable Diffusion v1.4")
     if m == "tiny":
         return "a tiny diffusion model with random weights"
     if m == "sd14-random":
@@ -90,8 +95,8 @@ def diffusion_label(profile: Profile) -> str:
 
 
 def counter_label(profile: Profile) -> str:
-    init = "ImageNet weights" if profile.count_pretrained else "random initialisation"
-    return f"{profile.count_model} ({init})"
+    init = "ImageNet weights" if profile.count.pretrained else "random initialisation"
+    return f"{profile.count.model} ({init})"
 
 
 def describe(profile: Profile, *parts: str) -> str:
@@ -103,7 +108,7 @@ def describe(profile: Profile, *parts: str) -> str:
     if "diffusion" in parts:
         out.append(f"diffusion: {diffusion_label(profile)}")
     if "counting" in parts:
-        out.append(f"counting: {counter_label(profile)}, seeds {', '.join(map(str, profile.seeds))}")
+        out.append(f"counting: {counter_label(profile)}, seeds {', '.join(map(str, profile.cv.seeds))}")
     return "; ".join(out) + "."
 
 
@@ -135,7 +140,7 @@ def banner(profile: Profile, *, about: tuple[str, ...] = ("diffusion", "data")) 
     if "diffusion" in about and profile.diffusion_model == PRIOR:
         notes.append("The diffusion model of this run is not Stable Diffusion v1.4 (not in the local cache): it is a "
                      f"small diffusion prior trained in notebook 2 on this run's real images, without their labels "
-                     f"({profile.prior_steps} steps on {profile.prior_resolution} px crops). InST runs on it "
+                     f"({profile.prior.steps} steps on {profile.prior.resolution} px crops). InST runs on it "
                      "unchanged; its images show the method on a model of this data, not the paper's model.")
     if "data" in about and profile.simulated_data:
         notes.append("The 'real' images of this run come from the offline simulator (instlib.data.simulate), "
@@ -155,18 +160,17 @@ def header(profile: Profile, *parts: str, about: tuple[str, ...] = ("diffusion",
     display(Markdown("This page: " + describe(profile, *parts)))
 
 
-def diffusion_model(profile: Profile, layout: RunLayout) -> tuple[str, int]:
-    """``(model, resolution)`` for :func:`instlib.style.load_components` and the style stages (their tile
-    size): the run's trained prior folder for ``diffusion_model="prior"``, else the profile's model.
+def diffusion_model(profile: Profile, layout: RunLayout) -> str:
+    """The model for :func:`instlib.style.load_components`: the run's trained prior folder for
+    ``diffusion_model="prior"``, else the profile's model.
 
-    The prior is fully convolutional: trained on ``prior_resolution`` crops, it runs on tiles of
-    ``style_resolution`` (a whole demo image in one tile, with no seams and no overlap to compute twice).
+    The prior is fully convolutional: trained on ``prior.resolution`` crops, it runs on the tiles of
+    ``tokens.resolution`` and ``transfer.resolution`` (a whole demo image in one tile).
     """
     if profile.diffusion_model == PRIOR and not (layout.prior / "prior.json").is_file():
         raise InstlibError("has no trained diffusion prior yet: run notebook 02_style_token first with the "
                            "same run_dir", layout.root)
-    model = str(layout.prior) if profile.diffusion_model == PRIOR else profile.diffusion_model
-    return model, profile.style_resolution
+    return str(layout.prior) if profile.diffusion_model == PRIOR else profile.diffusion_model
 
 
 # ---------------------------------------------------------------- data glue
@@ -185,7 +189,7 @@ def prepare_real(profile: Profile, layout: RunLayout, *, overwrite: bool = False
     """
     path = Path(_prepare_real(profile, layout, overwrite=overwrite)).resolve()
     layout.data.mkdir(parents=True, exist_ok=True)
-    (layout.data / REAL_POINTER).write_text(f"{path}\n{profile.real_data}\n")
+    (layout.data / REAL_POINTER).write_text(f"{path}\n{profile.data.real}\n")
     return path
 
 
@@ -197,21 +201,22 @@ def real_folder(profile: Profile, layout: RunLayout) -> Path:
     except (OSError, ValueError):
         raise InstlibError("has no real data yet: run notebook 01_synthesize first with the same run_dir",
                            layout.root) from None
-    if source != profile.real_data:
+    if source != profile.data.real:
         raise InstlibError(f"holds real data from '{source}', but this notebook's profile says "
-                           f"real_data='{profile.real_data}': run notebook 01_synthesize again", layout.root)
+                           f"data.real='{profile.data.real}': run notebook 01_synthesize again", layout.root)
     return Path(path)
 
 
 def _prepare_real(profile: Profile, layout: RunLayout, *, overwrite: bool = False) -> Path:
     from instlib.data.folder import POINTS, list_samples
 
-    if profile.real_data == "simulate":
+    data = profile.data
+    if data.real == "simulate":
         from instlib.data.simulate import simulate
 
-        return simulate(layout.real, profile.n_real, (profile.image_size, profile.image_size), profile.cells,
-                        seed=profile.data_seed, color=profile.sim_color, overwrite=overwrite, progress=False)
-    if profile.real_data == "idcia":
+        return simulate(layout.real, data.n_real, (data.image_size, data.image_size), data.cells,
+                        seed=data.seed, color=data.color, overwrite=overwrite, progress=False)
+    if data.real == "idcia":
         full = layout.data / "idcia"
         try:
             list_samples(full)
@@ -221,16 +226,16 @@ def _prepare_real(profile: Profile, layout: RunLayout, *, overwrite: bool = Fals
             fetch("idcia", full, overwrite=overwrite)
         source = full
     else:
-        source = Path(profile.real_data).expanduser()
+        source = Path(data.real).expanduser()
         if source.is_dir() and not (source / POINTS).is_dir():  # a data set as shipped, e.g. IDCIA's layout
             from instlib.data.fetch import import_folder
 
             source = import_folder(source, layout.data / "imported", source="user", overwrite=overwrite,
                                    progress=False)
         list_samples(source)  # raises a clear error for a missing or malformed folder
-    if not profile.n_real or len(list_samples(source)) <= profile.n_real:
+    if not data.n_real or len(list_samples(source)) <= data.n_real:
         return source
-    return subset(source, layout.real, profile.n_real, overwrite=overwrite)
+    return subset(source, layout.real, data.n_real, overwrite=overwrite)
 
 
 def subset(src: str | Path, dest: str | Path, n: int, *, names: Iterable[str] | None = None,
@@ -281,8 +286,3 @@ def _spread_by_count(samples: list, k: int) -> list:
     return [samples[i] for i in np.unique(np.linspace(0, len(samples) - 1, min(k, len(samples))).round().astype(int))]
 
 
-def write_json(path: str | Path, data: Any) -> Path:
-    path = Path(path)
-    with atomic_open(path, "w") as fh:
-        fh.write(json.dumps(data, indent=2, default=str) + "\n")
-    return path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import subprocess
 import sys
@@ -94,10 +93,3 @@ def collect(profile: Any = None, extra: dict | None = None) -> dict[str, Any]:
     if extra:
         rec.update(extra)
     return rec
-
-
-def write(path: str | Path, record: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, sort_keys=False, default=str) + "\n")
-    return path

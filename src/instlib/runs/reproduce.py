@@ -36,11 +36,11 @@ from typing import Any
 
 import yaml
 
-from instlib.data.atomic import atomic_open
+from instlib.data.atomic import atomic_open, read_json, write_json
 from instlib.errors import InstlibError
 from instlib.runs import provenance
 from instlib.runs.layout import RunLayout
-from instlib.runs.profiles import Profile, get_profile, resolve_models
+from instlib.runs.profiles import SETTINGS, Profile, get_profile, resolve_models
 
 #: Parameters every notebook may declare besides the profile's fields.
 RUN_PARAMETERS = ("profile", "run_dir")
@@ -100,7 +100,7 @@ def declared_parameters(notebook: Path) -> list[str]:
 def notebook_parameters(notebook: Path, profile: Profile, run_dir: Path) -> dict[str, Any]:
     """The papermill parameters for ``notebook``: exactly those it declares."""
     names = declared_parameters(notebook)
-    valid = set(profile.field_names()) | set(RUN_PARAMETERS)
+    valid = set(SETTINGS) | set(RUN_PARAMETERS)
     unknown = [n for n in names if n not in valid]
     if unknown:
         raise InstlibError(
@@ -124,9 +124,9 @@ def _source_digest(notebook: Path) -> str:
 
 def _data_fingerprint(profile: Profile) -> str:
     """For a user's folder: names, sizes and mtimes of its files (cheap, catches changes)."""
-    p = Path(profile.real_data)
-    if profile.real_data in ("simulate", "idcia") or not p.is_dir():
-        return profile.real_data
+    p = Path(profile.data.real)
+    if profile.data.real in ("simulate", "idcia") or not p.is_dir():
+        return profile.data.real
     h = hashlib.sha256()
     for f in sorted(p.rglob("*")):
         if f.is_file():
@@ -195,7 +195,7 @@ def execute_notebooks(profile: Profile, run_dir: str | Path, *, notebooks: list[
         out = layout.notebooks / nb.name
         stamp_file = layout.stamps / f"{name}.json"
         stamp = stamp_for(nb, params, previous, source_sha, data)
-        saved = _read_json(stamp_file).get("stamp")
+        saved = (read_json(stamp_file) or {}).get("stamp")
         if not force and saved == stamp and out.is_file():
             echo(f"[{i}/{total}] {name}: unchanged, skipped (use --force to run it again)")
             results.append(NotebookResult(name, "skipped", 0.0, out))
@@ -215,8 +215,7 @@ def execute_notebooks(profile: Profile, run_dir: str | Path, *, notebooks: list[
             raise _failure(name, exc, out) from exc
         hide_injected_parameters(out)
         dt = time.perf_counter() - t0
-        stamp_file.write_text(json.dumps({"stamp": stamp, "seconds": round(dt, 1), "parameters": params},
-                                         indent=2) + "\n")
+        write_json(stamp_file, {"stamp": stamp, "seconds": round(dt, 1), "parameters": params}, sort_keys=False)
         echo(f"[{i}/{total}] {name}: done in {dt:.0f} s")
         results.append(NotebookResult(name, "ran", dt, out))
         previous = stamp
@@ -234,13 +233,6 @@ def hide_injected_parameters(notebook: Path) -> None:
             cell.metadata["tags"] = [*tags, REMOVE_CELL]
     with atomic_open(notebook, "w") as fh:
         nbformat.write(nb, fh)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def stage_book(project: Path, layout: RunLayout, profile: Profile) -> Path:
@@ -305,7 +297,7 @@ def reproduce(profile: str | Profile = "demo", out: str | Path | None = None, *,
     if prof.diffusion_model != get_profile(profile, **(overrides or {})).diffusion_model:
         echo(f"diffusion model 'auto' resolved to {prof.diffusion_model}")
     layout.profile_yaml.write_text(prof.to_yaml())
-    provenance.write(layout.provenance, provenance.collect(prof, {"run_dir": str(layout.root.resolve())}))
+    write_json(layout.provenance, provenance.collect(prof, {"run_dir": str(layout.root.resolve())}), sort_keys=False)
     echo(f"profile {prof.name} ({prof.budget}); run folder {layout.root}")
     t0 = time.perf_counter()
     execute_notebooks(prof, layout.root, notebooks=notebooks, force=force, echo=echo, progress=progress,

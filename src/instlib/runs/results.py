@@ -6,7 +6,6 @@ rows marked ``exact = false`` are derived or unpublished, and say so in ``note``
 
 from __future__ import annotations
 
-import json
 import math
 from importlib import resources
 from pathlib import Path
@@ -14,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from instlib.data.atomic import read_json
+from instlib.runs.folders import CV_FILE, PREDICTIONS_FILE, RESULT_FILE, RESULTS_FILE, RUNS_DIR, SUMMARY_FILE
 from instlib.runs.profiles import PRIOR, Profile
 
 METRICS = ("mae", "rmse", "acp")
@@ -21,8 +22,6 @@ METRICS = ("mae", "rmse", "acp")
 SOURCE_LABELS = {"real": "real", "synhc": "Syn-HC", "cell200": "Cell200-s", "inst": "InST",
                  "classical": "classical (no training)"}
 SOURCE_ORDER = list(SOURCE_LABELS.values())
-# The tables instlib.count.cv writes into a cross-validation folder: one row per run, and per source and mix.
-RESULTS_FILE, SUMMARY_FILE = "results.csv", "summary.csv"
 
 
 def label_sources(df: pd.DataFrame) -> pd.DataFrame:
@@ -177,24 +176,25 @@ def statement(summary: pd.DataFrame, profile: Profile, *, cell200: bool | None =
         not_shows.append("The real domain is the offline simulator, not IDCIA: the numbers are not comparable "
                          "with the paper's, whose images, counts (up to hundreds of cells) and sizes differ.")
     small = []
-    if profile.epochs < 20 or profile.finetune_epochs < 20:
-        small.append(f"{profile.epochs} pre-training and {profile.finetune_epochs} fine-tuning epochs")
-    if not profile.count_pretrained:
-        small.append(f"{profile.count_model} without ImageNet weights")
-    if profile.folds < 5:
-        small.append(f"{profile.folds}-fold instead of 5-fold cross-validation")
+    count = profile.count
+    if count.epochs < 20 or count.finetune_epochs < 20:
+        small.append(f"{count.epochs} pre-training and {count.finetune_epochs} fine-tuning epochs")
+    if not count.pretrained:
+        small.append(f"{count.model} without ImageNet weights")
+    if profile.cv.folds < 5:
+        small.append(f"{profile.cv.folds}-fold instead of 5-fold cross-validation")
     if small:
         not_shows.append("The counting models are far from converged settings (" + "; ".join(small) + "), so "
                          "the absolute errors mostly measure the budget, not the data source.")
-    if real and profile.finetune_epochs > 0:
-        not_shows.append(f"Real-only runs train for {profile.epochs} epochs; runs with a pre-training source "
-                         f"train for {profile.epochs} + {profile.finetune_epochs}, so part of any gain over "
+    if real and count.finetune_epochs > 0:
+        not_shows.append(f"Real-only runs train for {count.epochs} epochs; runs with a pre-training source "
+                         f"train for {count.epochs} + {count.finetune_epochs}, so part of any gain over "
                          "real-only can be the longer training.")
-    if len(profile.seeds) < 2:
+    if len(profile.cv.seeds) < 2:
         not_shows.append("One seed: the ± is the spread over folds only, not over training randomness.")
     if cell200 is False:
         not_shows.append("Cell200-s was not available to this run, so it is missing from the comparison "
-                         "(pass a folder with --set cell200=PATH).")
+                         "(pass a folder with --set data.cell200=PATH).")
     recipe = protocol(cv_dir)["recipe"] if cv_dir is not None else None
     if recipe is not None and recipe != "authors":
         not_shows.append(f"The counting models were trained with the '{recipe}' recipe, not the authors' (dropout "
@@ -215,11 +215,11 @@ def finite_metrics(summary: pd.DataFrame) -> bool:
 def cv_predictions(cv_dir, mix: str | None = "none"):
     """Every test prediction of a cross-validation folder: source, mix, fold, seed, name, true, pred."""
     frames = []
-    for result in sorted(Path(cv_dir).glob("runs/*/result.json")):
-        meta = json.loads(result.read_text())
+    for result in sorted(Path(cv_dir).glob(f"{RUNS_DIR}/*/{RESULT_FILE}")):
+        meta = read_json(result)
         if mix is not None and meta.get("mix") != mix:
             continue
-        pred = result.with_name("predictions.csv")
+        pred = result.with_name(PREDICTIONS_FILE)
         if pred.is_file():
             df = pd.read_csv(pred)
             frames.append(df.assign(source=meta["source"], mix=meta["mix"], fold=meta["fold"], seed=meta["seed"]))
@@ -252,7 +252,7 @@ def protocol_table(cv_dir) -> pd.DataFrame:
 
 def protocol(cv_dir) -> dict:
     """Recipe, split, number of folds, counting head, epoch kept, and the synthetic images excluded (once per source and fold)."""
-    settings = json.loads((Path(cv_dir) / "cv.json").read_text())
+    settings = read_json(Path(cv_dir) / CV_FILE)
     table = protocol_table(cv_dir)
     excluded = table.groupby(["source", "fold"])["excluded"].max().sum() if "excluded" in table else 0
     return {"recipe": settings["config"].get("recipe", "instlib"),
@@ -285,9 +285,9 @@ def exposure(profile: Profile) -> list[str]:
     synthetic images left out for that); what remains is said here: style tokens trained under
     cross-validation, and a diffusion prior trained in the run, saw images that are test images of some fold.
     """
-    which = (f" of stain {profile.stain}" if profile.stain else
-             f" named '{profile.style_names}'" if profile.style_names else "")
-    tokens = (f"the official split's training and validation images{which}" if profile.count_split == "official" else
+    data = profile.data
+    which = f" of stain {data.stain}" if data.stain else f" named '{data.names}'" if data.names else ""
+    tokens = (f"the official split's training and validation images{which}" if profile.count.split == "official" else
               f"every real image{which}, each fold's test images included (their pixels and count category, "
               "never their points)")
     if profile.diffusion_model == PRIOR:

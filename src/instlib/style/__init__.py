@@ -17,6 +17,7 @@ Which real images a stage uses (stain, name glob, listed names) is an :class:`Im
 (:mod:`instlib.data.selection`), re-exported here.
 """
 
+from instlib.config.style import PriorConfig, TokenTrainingConfig, TransferConfig
 from instlib.data.selection import ImageFilter
 from instlib.style.driver import image_seed, pair_styles, transfer_folder
 from instlib.style.fidelity import Fidelity, filter_by_fidelity, measure_fidelity, measure_folder
@@ -25,12 +26,12 @@ from instlib.style.models import (BUILDERS, DEFAULT_IMAGE_ENCODER, DEFAULT_MODEL
 from instlib.style.tiling import TILINGS
 from instlib.style.tokens import StyleToken, StyleTokenBlock, TokenConfig, load_token, load_tokens, save_token
 from instlib.style.train import train_category_tokens, train_style_token
-from instlib.style.transfer import TransferConfig, adain, stylize, stylize_images
+from instlib.style.transfer import adain, stylize, stylize_images
 
 __all__ = [
     "BUILDERS", "DEFAULT_IMAGE_ENCODER", "DEFAULT_MODEL", "Fidelity", "ImageFilter", "StyleComponents", "TILINGS",
     "StyleToken",
-    "StyleTokenBlock", "TokenConfig", "TransferConfig", "adain", "filter_by_fidelity", "image_seed", "load_components",
+    "StyleTokenBlock", "TokenConfig", "PriorConfig", "TokenTrainingConfig", "TransferConfig", "adain", "filter_by_fidelity", "image_seed", "load_components",
     "load_token", "load_tokens", "measure_fidelity", "measure_folder", "pair_styles", "save_components", "save_token",
     "stylize", "stylize_images", "train_category_tokens", "train_style_token", "transfer_folder",
 ]

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
+from instlib.config.style import TransferConfig
 from instlib.data.atomic import atomic_write_bytes
 from instlib.data.folder import (IMAGES, POINTS, Sample, manifest_name, prepare_output, validate_folder,
                                  write_manifest)
@@ -33,12 +33,12 @@ from instlib.data.points import read_points
 from instlib.data.provenance import format_origin, origins
 from instlib.data.selection import ImageFilter
 from instlib.errors import DataError, InstlibError
-from instlib.runs.shard import take_shard
+from instlib.data.shard import take_shard
 from instlib.style.fidelity import measure_fidelity
 from instlib.style.imaging import list_images, load_rgb
 from instlib.style.models import StyleComponents
 from instlib.style.tokens import StyleToken, load_tokens
-from instlib.style.transfer import TransferConfig, stylize_images
+from instlib.style.transfer import stylize_images
 
 STAGE = "style-transfer"
 
@@ -127,20 +127,16 @@ def _fidelity(styled, content, points) -> dict:
 
 
 def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Path, out: str | Path,
-                    components: StyleComponents, *, strength: float = 0.7, steps: int = 50, guidance: float = 10.0,
-                    adain: bool = True, inversion: str = "stochastic", reference_timesteps: bool = False,
-                    batch_size: int = 1, seed: int = 42, resolution: int = 512, tiling: str = "blend",
-                    select: ImageFilter | None = None, shard: tuple[int, int] | None = None,
+                    components: StyleComponents, config: TransferConfig = TransferConfig(), *,
+                    select: ImageFilter | None = None, batch_size: int = 1, shard: tuple[int, int] | None = None,
                     overwrite: bool = False, progress: bool = True) -> Path:
     """Style every image of ``content_dir`` with its paired style image; write the folder format to ``out``.
 
     ``token``: a token file, or a folder of category tokens (each image gets the one covering its
-    count, or the nearest). ``resolution``: the networks' tile; ``tiling``: a layout of
-    :data:`~instlib.style.tiling.TILINGS`. ``select``: style only the content images whose paired style
-    image it passes. Results are the same for any ``batch_size`` and ``shard``. Returns ``out``.
+    count, or the nearest). ``config``: the transfer's settings (the networks' tile, its layout, strength,
+    guidance, seed, ...). ``select``: style only the content images whose paired style image it passes.
+    Results are the same for any ``batch_size`` and ``shard``. Returns ``out``.
     """
-    config = TransferConfig(strength=strength, steps=steps, guidance=guidance, adain=adain, inversion=inversion,
-                            reference_timesteps=reference_timesteps, resolution=resolution, tiling=tiling)
     if batch_size < 1:
         raise InstlibError(f"batch size must be at least 1, got {batch_size}")
     content_dir, token, out = Path(content_dir), Path(token), Path(out)
@@ -151,11 +147,13 @@ def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Pat
     tokens = load_tokens(token, components.device)
     counts = {s.name: len(read_points(s.points)) for s in samples}
     token_of = {n: _token_for(tokens, c) for n, c in counts.items()}
+    transfer = config.dump()
     settings = {"content": str(content_dir.resolve()), "style": str(Path(style).resolve()),
                 "token": str(token.resolve()), "token_sha256": _digest(token), "model": components.model,
-                "seed": seed, "select": select.describe() if select is not None else None, **asdict(config)}
+                "select": select.describe() if select is not None else None, **transfer}
     prepare_output(out, STAGE, settings, overwrite)
-    common = {"base_seed": seed, "model": components.model, "token": str(token), **asdict(config)}
+    transfer["base_seed"] = transfer.pop("seed")  # each row's 'seed' is its image's own (image_seed)
+    common = {"model": components.model, "token": str(token), **transfer}
     shard = shard if shard is not None else _default_shard()
     rows = _finished(out, shard)
     content_origin = origins(content_dir)
@@ -163,7 +161,7 @@ def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Pat
     bar = tqdm(total=len(todo), desc=f"InST -> {out}", disable=not progress)
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
-        seeds = [image_seed(seed, s.name) for s in batch]
+        seeds = [image_seed(config.seed, s.name) for s in batch]
         contents = [load_rgb(s.image) for s in batch]
         styled = stylize_images(components, [token_of[s.name] for s in batch], contents,
                                 [load_rgb(styles[s.name]) for s in batch], config, seeds)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +47,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 from transformers import CLIPImageProcessor, CLIPVisionConfig
 
-from instlib.data.atomic import atomic_open, atomic_path
+from instlib.config.style import PriorConfig
+from instlib.data.atomic import atomic_open, atomic_path, read_json, write_json
 from instlib.errors import DataError, InstlibError
 from instlib.style.conditioning import encode_prompts
 from instlib.style.imaging import list_images, load_rgb, to_pixels
@@ -60,30 +60,6 @@ MANIFEST = "prior.json"
 CHECKPOINT = "checkpoint.pt"
 LOSSES = "loss.csv"
 TOKEN = "token.safetensors"
-
-
-@dataclass(frozen=True)
-class PriorConfig:
-    """Settings of one prior. The defaults train on 10 images of 768 x 1024 in minutes on 2 CPU cores."""
-
-    steps: int = 600
-    resolution: int = 64
-    batch_size: int = 16
-    lr: float = 1e-3
-    seed: int = 0
-    channels: tuple[int, ...] = (16, 32, 64, 64)
-    width: int = 32  # text/image encoder and style token width
-    cond_dropout: float = 0.15
-    checkpoint_every: int = 100
-
-    def __post_init__(self):
-        if min(self.steps, self.batch_size, self.checkpoint_every) < 1 or self.lr <= 0:
-            raise InstlibError(f"need steps, batch size and checkpoint interval >= 1 and lr > 0; got {self}")
-        factor = 2 ** (len(self.channels) - 1)
-        if self.resolution < 8 or self.resolution % factor:
-            raise InstlibError(f"resolution must be at least 8 and a multiple of {factor}, got {self.resolution}")
-        if not 0.0 <= self.cond_dropout < 1.0:
-            raise InstlibError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
 
 
 def build_prior(config: PriorConfig) -> tuple[StyleComponents, StyleToken]:
@@ -166,7 +142,7 @@ def _loss(components: StyleComponents, nets: _Trainable, images: list[np.ndarray
 
 
 def _settings(paths: list[Path], config: PriorConfig) -> dict:
-    keep = {k: v for k, v in asdict(config).items() if k not in ("steps", "checkpoint_every")}
+    keep = {k: v for k, v in config.dump().items() if k not in ("steps", "checkpoint_every")}
     return json.loads(json.dumps({"real": [str(p.resolve()) for p in paths], **keep}))
 
 
@@ -210,8 +186,7 @@ def _save(out: Path, components: StyleComponents, token: StyleToken, config: Pri
     manifest = {"format": "instlib.prior", "settings": settings, "steps": config.steps,
                 "images": len(paths), "images_seen": config.steps * config.batch_size,
                 "resolution": config.resolution, "checkpoint_every": config.checkpoint_every}
-    with atomic_open(out / MANIFEST, "w") as fh:  # last: marks the prior finished
-        json.dump(manifest, fh, indent=2)
+    write_json(out / MANIFEST, manifest, sort_keys=False)  # last: marks the prior finished
 
 
 def train_prior(real_dirs: list[str | Path] | str | Path, out: str | Path, config: PriorConfig | None = None, *,
@@ -228,8 +203,7 @@ def train_prior(real_dirs: list[str | Path] | str | Path, out: str | Path, confi
     paths = real_images(real_dirs)
     settings = _settings(paths, config)
     state = _start(out, settings, config, overwrite)
-    done = (out / MANIFEST).is_file() and json.loads((out / MANIFEST).read_text())["steps"] == config.steps
-    if done:
+    if (read_json(out / MANIFEST) or {}).get("steps") == config.steps:  # finished
         return out
     images = [load_rgb(p) for p in tqdm(paths, desc="load real images", disable=not progress)]
     small = [p for p, im in zip(paths, images) if min(im.shape[:2]) < config.resolution]

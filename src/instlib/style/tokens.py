@@ -5,25 +5,22 @@ The block is the reference's ``Attentions`` (self-attention over the single imag
 to the embedding, dropout, linear), built from diffusers' :class:`Attention` so that parameter names
 match the reference (``attn1.to_q.weight``, ..., ``net.1.bias``). A token file holds the block's tensors
 and, as metadata, its config, the placeholder, the base model, the optional count category, whether
-it saw the reference's CLIP input (``reference_clip_input``), its training record (``info``: settings
-and the names of the images it saw) and a SHA-256 of the tensors, so a modified or truncated file is
-refused instead of silently used.
+it saw the reference's CLIP input (``reference_clip_input``) and its training record (``info``: settings
+and the names of the images it saw); :mod:`instlib.data.tensorfile` adds a SHA-256 of the tensors, so a
+modified or truncated file is refused instead of silently used.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from diffusers.models.attention_processor import Attention
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
-from instlib.data.atomic import atomic_path
+from instlib.data.tensorfile import read_tensors, write_tensors
 from instlib.errors import DataError
 
 FORMAT = "instlib.style-token"
@@ -83,22 +80,13 @@ def new_token(dim: int, *, placeholder: str = "*", base_model: str = "", categor
     return StyleToken(block, placeholder, base_model, category, reference_clip_input=reference_clip_input)
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for key in sorted(tensors):
-        t = tensors[key].detach().to("cpu", torch.float32).contiguous()
-        h.update(f"{key}:{tuple(t.shape)};".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
-
-
-def token_metadata(token: StyleToken, tensors: dict[str, torch.Tensor]) -> dict[str, str]:
-    """The string metadata of a file holding ``tensors`` (the checksum covers all of them)."""
-    return {"format": FORMAT, "version": VERSION, "config": json.dumps(asdict(token.block.config)),
+def token_metadata(token: StyleToken) -> dict[str, str]:
+    """The string metadata of a token's file (:mod:`instlib.data.tensorfile` adds format and checksum)."""
+    return {"version": VERSION, "config": json.dumps(asdict(token.block.config)),
             "placeholder": token.placeholder, "base_model": token.base_model,
             "category": json.dumps(list(token.category) if token.category else None),
             "info": json.dumps(token.info, sort_keys=True),
-            "reference_clip_input": json.dumps(token.reference_clip_input), "sha256": _digest(tensors)}
+            "reference_clip_input": json.dumps(token.reference_clip_input)}
 
 
 def block_tensors(token: StyleToken) -> dict[str, torch.Tensor]:
@@ -108,30 +96,7 @@ def block_tensors(token: StyleToken) -> dict[str, torch.Tensor]:
 
 def save_token(token: StyleToken, path: str | Path) -> Path:
     """Write ``token`` to ``path`` (safetensors, atomically)."""
-    tensors = block_tensors(token)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=token_metadata(token, tensors))
-    return Path(path)
-
-
-def read_safetensors(path: str | Path, expected_format: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of an instlib safetensors file, checked for format and checksum."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("no such token file", path)
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise DataError(f"is not a readable safetensors file (truncated or not a token?): {exc}", path) from exc
-    if meta.get("format") != expected_format:
-        raise DataError(f"is a safetensors file but not an {expected_format} file "
-                        f"(format {meta.get('format')!r})", path)
-    if meta.get("sha256") != _digest(tensors):
-        raise DataError("was modified after it was written: its tensors do not match the checksum in its metadata",
-                        path)
-    return tensors, meta
+    return write_tensors(path, block_tensors(token), token_metadata(token), FORMAT)
 
 
 def token_from_file(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path) -> StyleToken:
@@ -158,7 +123,7 @@ def token_from_file(tensors: dict[str, torch.Tensor], meta: dict[str, str], path
 
 def load_token(path: str | Path, device: torch.device | str = "cpu") -> StyleToken:
     """Read a token file written by :func:`save_token` (block in fp32, in eval mode, on ``device``)."""
-    tensors, meta = read_safetensors(path, FORMAT)
+    tensors, meta = read_tensors(path, FORMAT, "token file")
     token = token_from_file(tensors, meta, Path(path))
     token.block.to(device).eval()
     return token

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +33,11 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from instlib.data.atomic import atomic_open, atomic_path
+from instlib.config.style import TokenTrainingConfig
+from instlib.data.atomic import atomic_open
+from instlib.data.tensorfile import read_tensors, write_tensors
 from instlib.data.folder import IMAGES, list_samples
 from instlib.data.selection import ImageFilter
 from instlib.errors import DataError, InstlibError
@@ -44,8 +45,7 @@ from instlib.style.conditioning import check_token, encode_prompts, image_embedd
 from instlib.style.imaging import center_square, list_images, load_rgb, resize, to_pixels
 from instlib.style.models import StyleComponents
 from instlib.style.tiling import check_tile
-from instlib.style.tokens import (StyleToken, block_tensors, new_token, read_safetensors, save_token, token_from_file,
-                                  token_metadata)
+from instlib.style.tokens import StyleToken, block_tensors, new_token, save_token, token_from_file, token_metadata
 from instlib.style.transfer import encode_latents, predict_noise
 
 CHECKPOINT_FORMAT = "instlib.style-token-checkpoint"
@@ -55,27 +55,6 @@ GEOMETRIES: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "resize": lambda img, res: resize(img, (res, res), Image.Resampling.BICUBIC),  # the reference
     "center-crop": lambda img, res: resize(center_square(img), (res, res), Image.Resampling.BICUBIC),
 }
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings of one token's training (the reference's values are the defaults)."""
-
-    steps: int
-    lr: float = 1e-4
-    batch_size: int = 1
-    resolution: int = 512
-    seed: int = 0
-    checkpoint_every: int = 500
-    flip_p: float = 0.5
-    geometry: str = "resize"
-    reference_clip_input: bool = False
-
-    def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1 or self.lr <= 0:
-            raise InstlibError(f"need steps, batch size and checkpoint interval >= 1 and lr > 0; got {self}")
-        if self.geometry not in GEOMETRIES:
-            raise InstlibError(f"geometry must be one of {tuple(GEOMETRIES)}, got {self.geometry!r}")
 
 
 def checkpoint_path(out: str | Path) -> Path:
@@ -116,15 +95,14 @@ def _save_checkpoint(path: Path, token: StyleToken, optimizer: torch.optim.Optim
     tensors = block_tensors(token)
     for idx, param_state in state["state"].items():
         for key, value in param_state.items():
-            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().to("cpu").contiguous()
-    meta = {**token_metadata(token, tensors), "format": CHECKPOINT_FORMAT, "step": str(step),
-            "settings": json.dumps(settings, sort_keys=True), "param_groups": json.dumps(state["param_groups"])}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value)
+    meta = {**token_metadata(token), "step": str(step), "settings": json.dumps(settings, sort_keys=True),
+            "param_groups": json.dumps(state["param_groups"])}
+    write_tensors(path, tensors, meta, CHECKPOINT_FORMAT)
 
 
 def _load_checkpoint(path: Path) -> tuple[StyleToken, dict, int, dict]:
-    tensors, meta = read_safetensors(path, CHECKPOINT_FORMAT)
+    tensors, meta = read_tensors(path, CHECKPOINT_FORMAT, "token checkpoint")
     block = {k: v for k, v in tensors.items() if not k.startswith("optim.")}
     token = token_from_file(block, meta, path)
     state: dict[int, dict] = {}
@@ -154,7 +132,7 @@ def _step_generator(seed: int, process: int, step: int) -> torch.Generator:
 
 
 def _loss(components: StyleComponents, block: torch.nn.Module, images: list[np.ndarray], placeholder: str,
-          config: TrainConfig, g: torch.Generator) -> torch.Tensor:
+          config: TokenTrainingConfig, g: torch.Generator) -> torch.Tensor:
     n = config.batch_size
     picks = torch.randint(len(images), (n,), generator=g).tolist()
     flips = (torch.rand(n, generator=g) < config.flip_p).tolist()
@@ -169,7 +147,7 @@ def _loss(components: StyleComponents, block: torch.nn.Module, images: list[np.n
     return F.mse_loss(predict_noise(components, noisy, t, cond), noise)
 
 
-def _resume(out: Path, settings: dict, config: TrainConfig, overwrite: bool):
+def _resume(out: Path, settings: dict, config: TokenTrainingConfig, overwrite: bool):
     ckpt = checkpoint_path(out)
     if overwrite:  # a stale checkpoint must not be resumed if this fresh run is killed before its first one
         ckpt.unlink(missing_ok=True)
@@ -190,7 +168,7 @@ def _resume(out: Path, settings: dict, config: TrainConfig, overwrite: bool):
 
 
 def _fit(components: StyleComponents, token: StyleToken, optim_state: dict | None, images: list[np.ndarray],
-         config: TrainConfig, out: Path, start: int, losses: list[tuple[int, float]], settings: dict,
+         config: TokenTrainingConfig, out: Path, start: int, losses: list[tuple[int, float]], settings: dict,
          info: dict, progress: bool) -> None:
     precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(components.dtype, "no")
     accelerator = Accelerator(mixed_precision=precision, cpu=components.device.type == "cpu")
@@ -225,47 +203,44 @@ def _fit(components: StyleComponents, token: StyleToken, optim_state: dict | Non
     accelerator.wait_for_everyone()
 
 
-def train_style_token(style_dir: str | Path, out: str | Path, components: StyleComponents, *, steps: int,
-                      lr: float = 1e-4, batch_size: int = 1, resolution: int = 512, seed: int = 0,
-                      category: tuple[int, int] | None = None, select: ImageFilter | None = None,
-                      geometry: str = "resize", reference_clip_input: bool = False, checkpoint_every: int = 500,
-                      progress: bool = True, overwrite: bool = False, placeholder: str = "*") -> Path:
-    """Train a style token on the images of ``style_dir`` and write it to ``out`` (safetensors).
+def train_style_token(style_dir: str | Path, out: str | Path, components: StyleComponents,
+                      config: TokenTrainingConfig, *, category: tuple[int, int] | None = None,
+                      select: ImageFilter | None = None, progress: bool = True, overwrite: bool = False,
+                      placeholder: str = "*") -> Path:
+    """Train a style token on the images of ``style_dir`` with ``config`` and write it to ``out`` (safetensors).
 
     Also writes ``<out stem>.loss.csv`` (``step,loss``) and the checkpoint (see module docstring).
     ``category=(lo, hi)``: train only on style images with ``lo <= count <= hi`` cells (needs points).
     ``select``: train only on the images it passes (stain, name glob, explicit names).
-    ``geometry``: a key of :data:`GEOMETRIES`; ``reference_clip_input``: CLIP sees the reference's cast.
     """
-    config = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, resolution=resolution, seed=seed,
-                         checkpoint_every=checkpoint_every, geometry=geometry,
-                         reference_clip_input=reference_clip_input)
-    check_tile(resolution, components.latent_factor)
+    check_tile(config.resolution, components.latent_factor)
     out = Path(out)
     paths = style_images(style_dir, category, select)
-    images = [GEOMETRIES[geometry](load_rgb(p), resolution)
+    images = [GEOMETRIES[config.geometry](load_rgb(p), config.resolution)
               for p in tqdm(paths, desc=f"load {style_dir}", disable=not progress)]
     selection = select.describe() if select is not None else None
     settings = {"model": components.model, "style": [str(p.resolve()) for p in paths], "placeholder": placeholder,
                 "category": list(category) if category else None, "select": selection,
-                **{k: v for k, v in asdict(config).items() if k not in ("steps", "checkpoint_every")}}
-    info = {"steps": steps, "lr": lr, "resolution": resolution, "seed": seed, "geometry": geometry,
-            "reference_clip_input": reference_clip_input, "images": len(paths), "names": [p.stem for p in paths],
-            "select": selection}
+                **{k: v for k, v in config.dump().items() if k not in ("steps", "checkpoint_every")}}
+    info = {**{k: v for k, v in config.dump().items() if k in ("steps", "lr", "resolution", "seed", "geometry",
+                                                                 "reference_clip_input")},
+            "images": len(paths), "names": [p.stem for p in paths], "select": selection}
     resumed = _resume(out, settings, config, overwrite)
     token, optim_state, start = resumed or (new_token(components.hidden_size, placeholder=placeholder,
-                                                      base_model=components.model, category=category, seed=seed,
-                                                      reference_clip_input=reference_clip_input), None, 0)
+                                                      base_model=components.model, category=category,
+                                                      seed=config.seed,
+                                                      reference_clip_input=config.reference_clip_input), None, 0)
     check_token(components, token)
-    if start < steps or not out.is_file():
+    if start < config.steps or not out.is_file():
         losses = _read_losses(loss_log_path(out), start) if resumed else []
         _fit(components, token, optim_state, images, config, out, start, losses, settings, info, progress)
     return out
 
 
 def train_category_tokens(style_dir: str | Path, out_dir: str | Path, components: StyleComponents,
-                          categories: list[tuple[int, int]], *, steps: int, images: Collection[str] | None = None,
-                          select: ImageFilter | None = None, **kwargs) -> list[Path]:
+                          categories: list[tuple[int, int]], config: TokenTrainingConfig, *,
+                          images: Collection[str] | None = None, select: ImageFilter | None = None,
+                          **kwargs) -> list[Path]:
     """One token per cell-count range, ``out_dir/token-<lo>-<hi>.safetensors``; ``kwargs`` as
     :func:`train_style_token`. Transfer with ``out_dir`` as the token picks each image's by its count.
 
@@ -273,5 +248,5 @@ def train_category_tokens(style_dir: str | Path, out_dir: str | Path, components
     """
     if images is not None:
         select = replace(select or ImageFilter(), only=frozenset(images))
-    return [train_style_token(style_dir, Path(out_dir) / f"token-{lo}-{hi}.safetensors", components, steps=steps,
+    return [train_style_token(style_dir, Path(out_dir) / f"token-{lo}-{hi}.safetensors", components, config,
                               category=(lo, hi), select=select, **kwargs) for lo, hi in categories]

@@ -25,56 +25,20 @@ the order content, style, noise; results do not depend on the batch it is in. Wi
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
+from instlib.config.style import TransferConfig
 from instlib.errors import InstlibError
 from instlib.style.colour import keep_colour_axis
 from instlib.style.conditioning import style_conditioning
 from instlib.style.imaging import from_pixels, resize, to_pixels
 from instlib.style.models import StyleComponents
-from instlib.style.tiling import TILINGS, TilePlan, check_tile, pad_image, plan_tiles, tiled
+from instlib.style.tiling import TilePlan, check_tile, pad_image, plan_tiles, tiled
 from instlib.style.tokens import StyleToken
-
-INVERSIONS = ("stochastic", "noise")
-
-
-@dataclass(frozen=True)
-class TransferConfig:
-    """Settings of one transfer (the reference's values are the defaults, at 512 x 512).
-
-    ``resolution``: the tile the networks see, in pixels; ``tiling``: a layout of :data:`TILINGS`;
-    ``tile_overlap``: share of a tile its neighbour covers (``blend`` layout).
-    """
-
-    strength: float = 0.7
-    steps: int = 50
-    guidance: float = 10.0
-    adain: bool = True
-    inversion: str = "stochastic"
-    reference_timesteps: bool = False
-    resolution: int = 512
-    tiling: str = "blend"
-    tile_overlap: float = 0.25
-
-    def __post_init__(self):
-        if not 0.0 < self.strength <= 1.0:
-            raise InstlibError(f"strength must be in (0, 1], got {self.strength}")
-        if self.steps < 1 or int(self.steps * self.strength) < 1:
-            raise InstlibError(f"strength x steps must give at least one DDIM step, got {self.strength} x {self.steps}")
-        if self.inversion not in INVERSIONS:
-            raise InstlibError(f"inversion must be one of {INVERSIONS}, got {self.inversion!r}")
-        if self.resolution < 8:
-            raise InstlibError(f"resolution must be at least 8, got {self.resolution}")
-        if self.tiling not in TILINGS:
-            raise InstlibError(f"tiling must be one of {tuple(TILINGS)}, got {self.tiling!r}")
-        if not 0.0 <= self.tile_overlap < 1.0:
-            raise InstlibError(f"tile overlap must be in [0, 1), got {self.tile_overlap}")
-
 
 def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Give ``content`` (B, C, H, W) the per-channel mean and std of ``style`` (std = sqrt(unbiased var + eps))."""
