@@ -67,7 +67,7 @@ def test_bad_values_name_the_field_and_type(field, value):
 
 
 def test_section_settings_are_checked_as_the_stage_checks_them():
-    with pytest.raises(InstlibError, match="profile parameter count: .*unknown counting head 'dots'"):
+    with pytest.raises(InstlibError, match="profile parameter count: unknown counting head 'dots'"):
         get_profile("smoke", **{"count.head": "dots"})
     # A new recipe brings its settings, as TrainConfig.updated does.
     assert get_profile("demo", **{"count.recipe": "authors"}).count.head == "regression"
@@ -148,12 +148,12 @@ def test_a_single_value_fills_a_list_field_and_numbers_fill_string_fields():
     assert p.cv.mixes == ("none",) and p.cv.seeds == (7,) and p.data.real == "2024" and p.data.cell200 is None
     assert get_profile("smoke", **{"cv.mixes": "[none, dacs]"}).cv.mixes == ("none", "dacs")
     assert get_profile("smoke", **{"data.real": "[a]", "data.cell200": "/data/2024"}).data.real == "[a]"
-    with pytest.raises(InstlibError, match=r"profile parameter density_categories: .* is not a valid tuple"):
+    with pytest.raises(InstlibError, match=r"profile parameter density_categories.0: Tuple should have at most 2"):
         get_profile("smoke", density_categories="[[1, 2, 3]]")
 
 
 def test_cell_size_is_a_number_or_auto():
     assert get_profile("demo").synth.cell_size == "auto" and get_profile("paper").synth.cell_size == 15
     assert get_profile("demo", **{"synth.cell_size": "12"}).synth.cell_size == 12
-    with pytest.raises(InstlibError, match="synth.cell_size: 'big' is not a valid float or 'auto'"):
+    with pytest.raises(InstlibError, match="synth.cell_size: cell size must be a number of pixels > 0 or 'auto'"):
         get_profile("demo", **{"synth.cell_size": "big"})

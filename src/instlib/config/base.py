@@ -50,6 +50,21 @@ def _problem(err: dict) -> str:
     return msg if err["type"] in ("value_error", "missing") or "input" not in err else f"{msg} (got {err['input']!r})"
 
 
+AUTO = "auto"
+
+
+def positive_or_auto(value: Any, what: str) -> Any:
+    """``value`` as a number of pixels > 0, or ``"auto"`` (measured on the images), else a clear error."""
+    if value == AUTO:
+        return value
+    try:
+        if float(value) > 0:
+            return float(value)
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"{what} must be a number of pixels > 0 or '{AUTO}', got {value!r}")
+
+
 def one_of(value: Any, choices: Collection[str], what: str) -> Any:
     """``value`` if it is one of ``choices``, else a clear error (for fields chosen by name from a registry)."""
     if value not in choices:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from instlib.config.base import Config, one_of
+from instlib.config.base import AUTO, Config, one_of, positive_or_auto
 
 HEADS = ("regression", "density")  # instlib.count.model.HEADS
 MIXES = ("none", "cutmix", "dacs")  # instlib.count.mix.MIXES
@@ -44,7 +44,7 @@ KEEP = ("best", "last")  # instlib.count.schedules.KEEP
 #: How the real images are split: ``stratified`` draws count-stratified parts (folds, validation
 #: images); ``official`` takes the ``split`` column (train / val / test) of the real folder's manifest.
 SPLITS = ("stratified", "official")
-AUTO_SIGMA = "auto"
+AUTO_SIGMA = AUTO
 
 # lr 1e-3 for instlib: the density decoder (and an encoder trained from scratch) starts from random weights.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -150,14 +150,7 @@ class TrainConfig(Config):
     @field_validator("sigma", mode="before")
     @classmethod
     def _sigma(cls, value: Any) -> Any:
-        if value == AUTO_SIGMA:
-            return value
-        try:
-            if float(value) > 0:
-                return float(value)
-        except (TypeError, ValueError):
-            pass
-        raise ValueError(f"sigma must be a number of pixels > 0 or '{AUTO_SIGMA}', got {value!r}")
+        return positive_or_auto(value, "sigma")
 
     @model_validator(mode="after")
     def _choices(self) -> TrainConfig:

@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from instlib.config.base import Config
+from instlib.config.base import AUTO, Config, positive_or_auto
 
-AUTO_CELL_SIZE = "auto"
+AUTO_CELL_SIZE = AUTO
 
 
 class SynHCConfig(Config):
@@ -33,11 +33,4 @@ class SynHCConfig(Config):
     @field_validator("cell_size", mode="before")
     @classmethod
     def _cell_size(cls, value: Any) -> Any:
-        if value == AUTO_CELL_SIZE:
-            return value
-        try:
-            if float(value) > 0:
-                return float(value)
-        except (TypeError, ValueError):
-            pass
-        raise ValueError(f"cell size must be a number of pixels > 0 or '{AUTO_CELL_SIZE}', got {value!r}")
+        return positive_or_auto(value, "cell size")

@@ -34,17 +34,16 @@ raise :class:`~instlib.errors.InstlibError` listing the valid ones.
 
 from __future__ import annotations
 
-import functools
-import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError
+from pydantic import Field, PrivateAttr
 
 from instlib.config import (Config, GridConfig, PriorConfig, SynHCConfig, TokenTrainingConfig, TrainConfig,
                             TransferConfig)
+from instlib.config.base import SettingsError
 from instlib.errors import InstlibError
 
 #: Model names :func:`instlib.style.load_components` builds with random weights (no scientific value).
@@ -191,6 +190,7 @@ def apply_overrides(profile: Profile, overrides: dict[str, Any]) -> Profile:
 
     ``None`` values are ignored (so a notebook can pass every parameter it declares); strings are parsed as
     YAML (``"false"``, ``"3"``, ``"[0.5, 0.7]"``, ``"null"``) except for text fields, whose text is kept.
+    Every value is checked as its stage checks it; errors name the setting.
     """
     unknown = sorted(k for k in overrides if not _settable(k))
     if unknown:
@@ -204,66 +204,48 @@ def apply_overrides(profile: Profile, overrides: dict[str, Any]) -> Profile:
         name, _, field = key.partition(".")
         section = _section(name)
         if section is None:
-            top[name] = _coerce(key, value, Profile.model_fields[name].annotation)
+            top[name] = _value(value, Profile.model_fields[name].annotation)
         elif field:
-            sections.setdefault(name, {})[field] = _coerce(key, value, section.model_fields[field].annotation)
-        else:
-            value = _from_text(value, dict) if isinstance(value, str) else value
+            sections.setdefault(name, {})[field] = _value(value, section.model_fields[field].annotation)
+        else:  # a whole section: a dict from papermill, or YAML text from --set
+            value = yaml.safe_load(value) if isinstance(value, str) else value
             if not isinstance(value, dict):
                 raise InstlibError(f"profile parameter {name}: {value!r} is not a mapping of its settings "
                                    f"({', '.join(section.model_fields)})")
             sections.setdefault(name, {}).update(value)
+    changed = {}
+    for name, fields in sections.items():
+        try:
+            changed[name] = getattr(profile, name).updated(**fields)
+        except SettingsError as exc:
+            raise InstlibError("; ".join(f"profile parameter {name}.{f}: {p}" if f else f"profile parameter {name}: {p}"
+                                         for f, p in exc.problems)) from None
     try:
-        changed = {name: getattr(profile, name).updated(**fields) for name, fields in sections.items()}
-    except InstlibError as exc:
-        raise InstlibError(f"profile parameter {', '.join(sections)}: {exc}") from None
-    return profile.model_copy(update={**top, **changed})
-
-
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """``value`` converted to field ``name``'s type ``hint`` (pydantic's lax rules), or a clear error."""
-    if isinstance(value, str):
-        value = _from_text(value, hint)
-    if typing.get_origin(hint) is tuple and isinstance(value, (str, int, float)):
-        value = [value]  # one value for a list field, e.g. --set cv.mixes=none
-    try:
-        return _adapter(hint).validate_python(value)
-    except ValidationError:
-        raise InstlibError(f"profile parameter {name}: {value!r} is not a valid {_type_name(hint)}") from None
+        return profile.updated(**top, **changed)
+    except SettingsError as exc:
+        raise InstlibError("; ".join(f"profile parameter {f}: {p}" for f, p in exc.problems)) from None
 
 
 #: Texts that mean "no value" for an optional field (YAML's own nulls plus Python's spelling).
 _NULL_TEXT = ("null", "none", "~", "")
 
 
-def _from_text(text: str, hint: Any) -> Any:
-    """Command-line text as a value: YAML (``"false"``, ``"3"``, ``"[0.5, 0.7]"``), except that a
-    string field keeps the text as written (a path such as ``/data/2024`` stays a string)."""
+def _value(value: Any, hint: Any) -> Any:
+    """A setting's value from the command line: text is YAML (``"false"``, ``"3"``, ``"[0.5, 0.7]"``) except
+    for a text field, which keeps the text as written (a path such as ``/data/2024`` stays a string); one
+    value for a list field is a list of one (``--set cv.mixes=none``)."""
     args = typing.get_args(hint)
-    if type(None) in args and text.strip().lower() in _NULL_TEXT:
-        return None
-    if hint is str or (str in args and typing.get_origin(hint) is not tuple):  # str or str | None
-        return text
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text  # the type check reports it
-
-
-@functools.cache
-def _adapter(hint: Any) -> TypeAdapter:
-    # Numbers are accepted for string fields (a folder called 2024 written without quotes).
-    return TypeAdapter(hint, config=ConfigDict(coerce_numbers_to_str=True))
-
-
-def _type_name(hint: Any) -> str:
-    """``int``, ``float or 'auto'``, ``list[float]``: the type of a field in words."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) is Literal:
-        return " or ".join(repr(a) for a in args)
-    if args and typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args if a is not type(None))
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    if isinstance(value, str):
+        if type(None) in args and value.strip().lower() in _NULL_TEXT:
+            return None
+        if not (hint is str or (str in args and typing.get_origin(hint) is not tuple)):  # str or str | None
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                pass  # the settings' own check reports it
+    if typing.get_origin(hint) is tuple and isinstance(value, (str, int, float)):
+        value = [value]
+    return value
 
 
 SMOKE = Profile(
