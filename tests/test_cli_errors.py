@@ -57,6 +57,7 @@ INVALID = {
     ("count", "predict"): ["--model", "{tmp}/missing", "--data", "{real}", "--out", "{tmp}/p.csv"],
     ("count", "cv"): ["--real", "{real}", "--out", "{tmp}/o", "--folds", "1", "--no-pretrained"],
     ("count", "classical"): ["--train", "{real}", "--test", "{tmp}/missing"],
+    ("count", "compare"): ["{real}"],
     ("reproduce",): ["--profile", "no-such-profile"],
 }
 

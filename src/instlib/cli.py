@@ -505,6 +505,29 @@ def count_cv(
     typer.echo(f"{out}: {len(results)} finished runs in results.csv")
 
 
+@count_app.command("compare")
+def count_compare(
+    cv_dir: Annotated[Path, typer.Argument(help="The --out folder of 'instlib count cv'.")],
+    baseline: Annotated[Optional[str], typer.Option(help="Compare every row with this one only, e.g. real, synhc, "
+                                                         "classical or 'InST + cutmix' (default: every pair).")] = None,
+) -> None:
+    """Paired comparisons of the rows on the same test images: difference in MAE, 95% interval, Holm-corrected p.
+
+    Writes CV_DIR/comparisons.csv and comparisons.png; a difference is claimed only when its interval
+    excludes 0 after correction.
+    """
+    from instlib.count.compare import write_comparisons
+    from instlib.runs import figures
+
+    table = write_comparisons(cv_dir, baseline)
+    figures.save(figures.comparison_plot(table), cv_dir / "comparisons.png")
+    for r in table.itertuples():
+        verdict = "claimed" if r.claimed else f"no difference detected (smallest detectable {r.mde:.2f})"
+        typer.echo(f"{r.a} - {r.b}: {r.delta_mae:+.2f} cells [{r.ci_low:+.2f}, {r.ci_high:+.2f}], p {r.p_value:.3g}, "
+                   f"Holm {r.p_holm:.3g}, {r.n_images} images x {r.n_seeds} seeds: {verdict}")
+    typer.echo(f"wrote {cv_dir / 'comparisons.csv'}")
+
+
 # ---------------------------------------------------------------- reproduce
 
 

@@ -109,10 +109,29 @@ def test_grid_resumes_after_a_kill_and_shards(folders, tmp_path, monkeypatch):
     assert len(summary) == 4 and (summary["runs"] == 2).all()
     row = summary[(summary["source"] == "syn") & (summary["mix"] == "dacs")].iloc[0]
     sub = results[(results["source"] == "syn") & (results["mix"] == "dacs")]
-    assert row["mae_mean"] == pytest.approx(sub["mae"].mean()) and row["mae_std"] == pytest.approx(sub["mae"].std())
+    # one seed: the MAE over the test images of both folds together, and no spread over seeds
+    assert row["mae_mean"] == pytest.approx(np.average(sub["mae"], weights=sub["n_test"]))
+    assert row["seeds"] == 1 and np.isnan(row["mae_std"]) and np.isnan(row["mae_ci"])
 
     with pytest.raises(DataError, match=r"holds another cross-validation \(settings differ in \['epochs'\]\)"):
         cross_validate(folders["real"], out, tiny_config(epochs=3), grid, **kw)
+
+
+def test_summary_pools_folds_per_seed_and_spreads_over_seeds():
+    rows = [{"source": "a", "mix": "none", "fold": fold, "seed": seed, "mae": mae, "rmse": rmse, "acp": acp,
+             "mae_center": 0.0, "rmse_center": 0.0, "acp_center": 0.0, "n_test": n, "excluded": 0}
+            for seed, folds in {1: [(1.0, 2.0, 50.0, 10), (4.0, 4.0, 0.0, 30)],
+                                2: [(2.0, 2.0, 100.0, 10), (2.0, 2.0, 100.0, 30)]}.items()
+            for fold, (mae, rmse, acp, n) in enumerate(folds)]
+    row = cv.summarize(pd.DataFrame(rows)).iloc[0]
+    # seed 1 over its 40 test images: MAE (10 * 1 + 30 * 4) / 40 = 3.25, RMSE sqrt((10 * 4 + 30 * 16) / 40),
+    # ACP 12.5 %; seed 2: 2, 2, 100 %
+    assert row["mae_mean"] == pytest.approx((3.25 + 2.0) / 2)
+    assert row["rmse_mean"] == pytest.approx((np.sqrt(13.0) + 2.0) / 2)
+    assert row["acp_mean"] == pytest.approx((12.5 + 100.0) / 2)
+    assert row["mae_std"] == pytest.approx(np.std([3.25, 2.0], ddof=1))
+    assert row["mae_ci"] == pytest.approx(12.706 * row["mae_std"] / np.sqrt(2), rel=1e-3)  # t(0.975, 1 df)
+    assert (row["runs"], row["seeds"]) == (4, 2)
 
 
 def test_bad_grids(folders, tmp_path):

@@ -25,10 +25,9 @@ import pandas as pd
 from scipy import stats
 
 from instlib.errors import DataError
-from instlib.runs.folders import CV_FILE, RESULTS_FILE, write_csv
-from instlib.runs.results import cv_predictions
+from instlib.runs.folders import COMPARISONS_FILE, CV_FILE, RESULTS_FILE, write_csv
+from instlib.runs.results import SOURCE_LABELS, cv_predictions
 
-COMPARISONS_FILE = "comparisons.csv"
 COLUMNS = ("a", "b", "delta_mae", "ci_low", "ci_high", "p_value", "p_holm", "n_images", "n_seeds",
            "share_a_better", "mde", "claimed")
 ALPHA = 0.05
@@ -115,6 +114,7 @@ def compare(cv_dir: str | Path, baseline: str | None = None, *, n_resamples: int
     errors = image_errors(cv_predictions(cv_dir, mix=None))
     rows = list(errors.columns)
     if baseline is not None:
+        baseline = SOURCE_LABELS.get(baseline, baseline)  # a run folder's name (synhc) or the shown one (Syn-HC)
         if baseline not in rows:
             raise DataError(f"has no row '{baseline}' to compare against; its rows: {', '.join(rows)}", cv_dir)
         pairs = [(r, baseline) for r in rows if r != baseline]

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from tqdm.auto import tqdm
 
 from instlib.config.count import GridConfig, TrainConfig
@@ -145,15 +146,33 @@ def _results(out: Path) -> pd.DataFrame:
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std (over folds and seeds) of every metric, and the mean ``excluded``, per source and mixing."""
+    """Per source and mixing, over training seeds: every metric of each seed on the test images of all its folds
+    together, then the mean over seeds (``<metric>_mean``), their std (``_std``) and the half-width of a 95%
+    t-interval (``_ci``; empty with one seed). Also ``runs``, ``seeds`` and the mean ``excluded`` per run.
+
+    The spread is over seeds, not folds: folds differ in difficulty for every counter alike, so a spread
+    over folds measures the folds more than the counter (paired comparisons: :mod:`instlib.count.compare`).
+    """
     if results.empty:
         return pd.DataFrame(columns=["source", "mix", "runs"])
-    g = results.groupby(["source", "mix"], sort=True)
-    out = g[list(METRICS)].agg(["mean", "std"])
+    keys = ["source", "mix"]
+    n = results["n_test"].astype(float)
+    squared = [m for m in METRICS if m.startswith("rmse")]  # an RMSE pools as the root of the mean square
+    parts = pd.DataFrame({m: results[m].astype(float) ** (2 if m in squared else 1) * n for m in METRICS})
+    per_seed = parts.assign(n=n, **{k: results[k] for k in [*keys, "seed"]}).groupby([*keys, "seed"]).sum()
+    per_seed = per_seed[list(METRICS)].div(per_seed["n"], axis=0)
+    per_seed[squared] = np.sqrt(per_seed[squared])
+    g = per_seed.groupby(level=keys)
+    out = g.agg(["mean", "std"])
     out.columns = [f"{m}_{stat}" for m, stat in out.columns]
+    seeds = g.size()
+    half = stats.t.ppf(0.975, (seeds - 1).clip(lower=1)) / np.sqrt(seeds)
+    for m in METRICS:
+        out[f"{m}_ci"] = (out[f"{m}_std"] * half).where(seeds > 1)
+    by_run = results.groupby(keys)
     if "excluded" in results:
-        out["excluded_mean"] = g["excluded"].mean()
-    return out.assign(runs=g.size()).reset_index()
+        out["excluded_mean"] = by_run["excluded"].mean()
+    return out.assign(runs=by_run.size(), seeds=seeds).reset_index()
 
 
 def _write_tables(out: Path) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Figures the notebooks share: image galleries, loss curves, metric bars, scatter plots.
+"""Figures the notebooks share: image galleries, loss curves, metric bars, scatter plots, comparisons.
 
 Each function returns a matplotlib ``Figure``; :func:`save` writes it under ``RUN/figures``.
 Counts shown on images always come from the points files, never from the pixels.
@@ -150,7 +150,7 @@ def loss_curves(curves: Mapping[str, pd.DataFrame], *, window: int = 10, title: 
 
 def metric_bars(summary: pd.DataFrame, *, x: str = "source", hue: str | None = None,
                 metrics: Sequence[str] = ("mae", "rmse", "acp"), title: str | None = None):
-    """Bars of ``<metric>_mean`` with ``<metric>_std`` error bars, one panel per metric."""
+    """Bars of ``<metric>_mean`` with ``<metric>_ci`` error bars (95% interval over seeds), one panel per metric."""
     import seaborn as sns
 
     plt = _plt()
@@ -166,7 +166,7 @@ def metric_bars(summary: pd.DataFrame, *, x: str = "source", hue: str | None = N
             sub = summary if h is None else summary[summary[hue] == h]
             sub = sub.set_index(x).reindex(order)
             xs = [bar.get_x() + bar.get_width() / 2 for bar in container]
-            ax.errorbar(xs, sub[f"{m}_mean"].to_numpy(), yerr=sub[f"{m}_std"].fillna(0).to_numpy(), fmt="none",
+            ax.errorbar(xs, sub[f"{m}_mean"].to_numpy(), yerr=sub[f"{m}_ci"].fillna(0).to_numpy(), fmt="none",
                         ecolor="black", elinewidth=1, capsize=3)
         ax.set_xlabel("")
         ax.set_ylabel(labels.get(m, m))
@@ -178,6 +178,32 @@ def metric_bars(summary: pd.DataFrame, *, x: str = "source", hue: str | None = N
         axes[0][-1].legend(handles, labels_, title=hue, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def comparison_plot(table: pd.DataFrame, *, title: str | None = None):
+    """Paired differences in MAE (``a`` minus ``b``) with their intervals, against 0; claimed ones in colour.
+
+    ``table`` is :func:`instlib.count.compare.compare`'s: one line per pair, ``delta_mae`` with
+    ``ci_low``..``ci_high``; left of 0, ``a`` counted the same test images better.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 0.36 * len(table) + 1.2))
+    y = np.arange(len(table))[::-1]
+    claimed = table["claimed"].to_numpy(dtype=bool)
+    for mask, colour, label in ((claimed, "C3", "claimed (interval excludes 0, Holm p < 0.05)"),
+                                (~claimed, "0.45", "no difference detected")):
+        if mask.any():
+            t = table[mask]
+            ax.errorbar(t["delta_mae"], y[mask], xerr=[t["delta_mae"] - t["ci_low"], t["ci_high"] - t["delta_mae"]],
+                        fmt="o", color=colour, ecolor=colour, capsize=3, label=label)
+    ax.axvline(0, color="black", lw=1)
+    ax.set_yticks(y, [f"{a}  vs  {b}" for a, b in zip(table["a"], table["b"])], fontsize=8)
+    ax.set_xlabel("difference in MAE per test image, cells (left: the first counts better)")
+    ax.legend(fontsize=8, loc="lower right" if len(table) > 2 else "best")
+    if title:
+        ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 

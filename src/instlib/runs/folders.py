@@ -12,6 +12,7 @@ A cross-validation folder (:func:`instlib.count.cv.cross_validate`)::
     cv.json             settings (its stamp)
     runs/<job>/         one run folder per source x mix x fold x seed, plus result.json once finished
     results.csv         one row per finished run  summary.csv      mean and std per source and mixing
+    comparisons.csv     paired comparisons of its rows (instlib.count.compare)
 
 The writers (:mod:`instlib.count`) and the readers (:mod:`instlib.runs.results`) take the names from here.
 """
@@ -29,7 +30,7 @@ from instlib.errors import DataError
 RUN_FILE, CHECKPOINT_FILE, MODEL_FILE = "run.json", "checkpoint.pt", "model.safetensors"
 METRICS_FILE, PREDICTIONS_FILE, HISTORY_FILE = "metrics.json", "predictions.csv", "history.csv"
 CV_FILE, RUNS_DIR, RESULT_FILE = "cv.json", "runs", "result.json"
-RESULTS_FILE, SUMMARY_FILE = "results.csv", "summary.csv"
+RESULTS_FILE, SUMMARY_FILE, COMPARISONS_FILE = "results.csv", "summary.csv", "comparisons.csv"
 
 
 def claim(out: str | Path, stamp_file: str, stamp: dict, what: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,33 +59,37 @@ def paper_results() -> pd.DataFrame:
     return df
 
 
-def mean_std(mean: float, std: float, digits: int = 2) -> str:
+def mean_pm(mean: float, spread: float, digits: int = 2) -> str:
     """``"25.95 ± 1.20"`` (``"25.95"`` without a spread, ``"-"`` when missing)."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "-"
-    if std is None or (isinstance(std, float) and math.isnan(std)):
+    if spread is None or (isinstance(spread, float) and math.isnan(spread)):
         return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f} ± {spread:.{digits}f}"
 
 
 def metrics_table(summary: pd.DataFrame, *, by: tuple[str, ...] = ("source",)) -> pd.DataFrame:
-    """``<metric>_mean`` / ``<metric>_std`` columns as ``mean ± std`` strings, one row per ``by``."""
+    """``mean ± 95% interval over training seeds`` strings per metric, one row per ``by``.
+
+    A row with one seed shows its mean alone: one seed has no spread to show.
+    """
     rows = []
     for _, r in summary.iterrows():
         row = {k: r[k] for k in by}
         for m in METRICS:
             if f"{m}_mean" in r:
-                row[LABELS[m]] = mean_std(r[f"{m}_mean"], r.get(f"{m}_std"))
+                row[LABELS[m]] = mean_pm(r[f"{m}_mean"], r.get(f"{m}_ci"))
         if "excluded_mean" in r and not pd.isna(r["excluded_mean"]):
             row["excluded / run"] = f"{r['excluded_mean']:.1f}"
-        if "runs" in r:
-            row["runs"] = int(r["runs"])
+        for k in ("seeds", "runs"):
+            if k in r and not pd.isna(r[k]):
+                row[k] = int(r[k])
         rows.append(row)
     return pd.DataFrame(rows).set_index(list(by))
 
 
 def beside_paper(summary: pd.DataFrame, mix: str = "none") -> pd.DataFrame:
-    """This run's MAE/RMSE/ACP per source beside the paper's MAE (``mix`` rows of both)."""
+    """This run's MAE/RMSE/ACP per source (mean ± 95% interval over seeds) beside the paper's MAE."""
     ours = summary[summary["mix"] == mix] if "mix" in summary else summary
     paper = paper_results()
     paper = paper[(paper["mix"] == mix) & (paper["metric"] == "mae")].set_index("source")
@@ -94,7 +99,7 @@ def beside_paper(summary: pd.DataFrame, mix: str = "none") -> pd.DataFrame:
         r = ours[ours["source"] == s]
         row = {"source": s}
         for m in METRICS:
-            row[f"this run: {LABELS[m]}"] = (mean_std(r[f"{m}_mean"].iloc[0], r[f"{m}_std"].iloc[0])
+            row[f"this run: {LABELS[m]}"] = (mean_pm(r[f"{m}_mean"].iloc[0], r.get(f"{m}_ci", pd.Series([None])).iloc[0])
                                              if len(r) and f"{m}_mean" in r else "not run")
         if s in paper.index and not math.isnan(paper.loc[s, "value"]):
             v = paper.loc[s, "value"]
@@ -105,67 +110,43 @@ def beside_paper(summary: pd.DataFrame, mix: str = "none") -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("source")
 
 
-def _get(summary: pd.DataFrame, source: str, metric: str = "mae", mix: str = "none") -> tuple[float, float] | None:
-    r = summary[(summary["source"] == source) & ((summary["mix"] == mix) if "mix" in summary else True)]
-    if not len(r):
-        return None
-    return float(r[f"{metric}_mean"].iloc[0]), float(r[f"{metric}_std"].fillna(0).iloc[0])
+def comparison_sentence(row: Any) -> str:
+    """One comparison of :func:`instlib.count.compare.compare` in words: claimed, or not detected at this size."""
+    a, b, d = row.a, row.b, row.delta_mae
+    measured = (f"{a} minus {b}: {d:+.2f} cells per test image, 95% interval {row.ci_low:+.2f} to {row.ci_high:+.2f}, "
+                f"Holm-corrected p = {row.p_holm:.2g}, {row.n_images} test images x {row.n_seeds} seed(s)")
+    if row.claimed:
+        better, worse, share = (a, b, row.share_a_better) if d < 0 else (b, a, 1 - row.share_a_better)
+        return (f"{better} counted the same test images better than {worse} ({measured}; {better} had the lower "
+                f"MAE in {share:.0%} of the seeds).")
+    detectable = f"; the smallest difference this run could have detected is about {row.mde:.1f} cells" \
+        if not math.isnan(row.mde) else ""
+    return f"No difference detected between {a} and {b} at this size ({measured}{detectable})."
 
 
-def paired(cv_dir, better: str, worse: str, mix: str = "none") -> str:
-    """`` Run by run ...``: how often ``better`` had a lower MAE than ``worse`` on the same fold and seed.
-
-    Folds differ in difficulty for every counter alike, so the spread over folds of each row overstates
-    how uncertain their difference is; the same test images side by side do not. Empty when there are
-    no such pairs (or no ``cv_dir``).
-    """
-    if cv_dir is None or not (Path(cv_dir) / RESULTS_FILE).is_file():
-        return ""
-    df = label_sources(_results(cv_dir))
-    mae = df[df["mix"] == mix].pivot_table(index=["fold", "seed"], columns="source", values="mae")
-    if better not in mae or worse not in mae or not len(gain := (mae[worse] - mae[better]).dropna()):
-        return ""
-    margin = (f"by {gain.min():.2f} to {gain.max():.2f} cells" if (gain > 0).all() else
-              f"its MAE lower by {gain.min():+.2f} to {gain.max():+.2f} cells")
-    return (f" Run by run, on the same test images, {better} had the lower MAE in {int((gain > 0).sum())} of "
-            f"{len(gain)} ({margin}).")
+#: The comparisons the results page states, as (first, second, what the paper reports for them).
+KEY_COMPARISONS = (("InST", "Syn-HC", "the paper: InST up to 37% lower MAE than Syn-HC"),
+                   ("InST", "real", "the paper: 25.95 against 27.74"),
+                   ("real", SOURCE_LABELS["classical"], "a counter trained on the real images against none"))
 
 
-def statement(summary: pd.DataFrame, profile: Profile, *, cell200: bool | None = None, cv_dir=None
+def statement(profile: Profile, comparisons: pd.DataFrame | None, *, cell200: bool | None = None, cv_dir=None
               ) -> tuple[list[str], list[str]]:
     """Two lists of plain sentences: what this run's numbers show, and what they do not.
 
-    With ``cv_dir`` (the cross-validation folder the summary comes from) it also weighs the recipe.
+    What they show comes from the paired ``comparisons`` (:func:`instlib.count.compare.compare`): a
+    difference is stated only when it is claimed there; otherwise the sentence says that no difference was
+    detected at this size. With ``cv_dir`` (the cross-validation folder) the recipe is weighed too.
     """
     shows, not_shows = [], []
-    inst, syn, real = (_get(summary, s) for s in ("InST", "Syn-HC", "real"))
-    if inst and syn:
-        change = 100 * (syn[0] - inst[0]) / syn[0] if syn[0] else 0.0
-        relative = (f"{abs(change):.0f}% {'lower' if change > 0 else 'higher'}" if abs(change) >= 0.5
-                    else "about the same")
-        separated = abs(inst[0] - syn[0]) > inst[1] + syn[1]
-        shows.append(f"Pre-training on InST images gave an MAE of {mean_std(*inst)} against {mean_std(*syn)} for "
-                     f"Syn-HC: {relative} (the paper reports up to 37% lower)."
-                     + ("" if separated else " The difference is within the spread over folds, so this run "
-                        "does not separate the two.")
-                     + (paired(cv_dir, "InST", "Syn-HC") if change > 0 else paired(cv_dir, "Syn-HC", "InST")))
-    if inst and real:
-        better = inst[0] < real[0]
-        separated = abs(inst[0] - real[0]) > inst[1] + real[1]
-        shows.append(f"Against real data only ({mean_std(*real)}), InST pre-training was "
-                     f"{'better' if better else 'not better'} in this run (the paper: 25.95 against 27.74)."
-                     + ("" if separated else " This difference, too, is within the spread over folds."))
-    classical = _get(summary, SOURCE_LABELS["classical"])
-    deep = {s: v for s in ("real", "Syn-HC", "Cell200-s", "InST") if (v := _get(summary, s))}
-    if classical and deep:
-        best = min(deep, key=lambda s: deep[s][0])
-        beats = deep[best][0] < classical[0]
-        separated = abs(deep[best][0] - classical[0]) > deep[best][1] + classical[1]
-        shows.append(f"The classical counter (Gaussian smoothing and local maxima, three parameters fitted on each "
-                     f"fold's training images) scored {mean_std(*classical)}; the best deep model ({best}) "
-                     f"{'beat' if beats else 'did not beat'} it with {mean_std(*deep[best])}"
-                     + ("." if separated else ", within the spread over folds.")
-                     + (paired(cv_dir, best, SOURCE_LABELS["classical"]) if beats else ""))
+    for a, b, context in KEY_COMPARISONS:
+        row = _pair(comparisons, a, b)
+        if row is not None:
+            shows.append(f"{comparison_sentence(row)[:-1]} ({context}).")
+    if comparisons is not None and len(comparisons):
+        claimed = int(comparisons["claimed"].sum())
+        shows.append(f"Of all {len(comparisons)} pairs of rows compared on the same test images, {claimed} "
+                     f"differ beyond chance after Holm's correction (the figure above and comparisons.csv).")
     if not shows:
         shows.append("This run has no counting results to compare.")
     if profile.random_diffusion:
@@ -186,12 +167,13 @@ def statement(summary: pd.DataFrame, profile: Profile, *, cell200: bool | None =
     if small:
         not_shows.append("The counting models are far from converged settings (" + "; ".join(small) + "), so "
                          "the absolute errors mostly measure the budget, not the data source.")
-    if real and count.finetune_epochs > 0:
+    if _pair(comparisons, "InST", "real") is not None and count.finetune_epochs > 0:
         not_shows.append(f"Real-only runs train for {count.epochs} epochs; runs with a pre-training source "
                          f"train for {count.epochs} + {count.finetune_epochs}, so part of any gain over "
                          "real-only can be the longer training.")
-    if len(profile.cv.seeds) < 2:
-        not_shows.append("One seed: the ± is the spread over folds only, not over training randomness.")
+    if len(profile.cv.seeds) < 3:
+        not_shows.append(f"{len(profile.cv.seeds)} training seed(s) per row: the comparisons average each test "
+                         "image's error over too few runs to say how much training randomness alone moves a row.")
     if cell200 is False:
         not_shows.append("Cell200-s was not available to this run, so it is missing from the comparison "
                          "(pass a folder with --set data.cell200=PATH).")
@@ -204,6 +186,22 @@ def statement(summary: pd.DataFrame, profile: Profile, *, cell200: bool | None =
         not_shows.append("The paper does not publish every training detail (epochs, schedule); differences of "
                          "a few MAE points from its numbers are within what such details can change.")
     return shows, not_shows
+
+
+def _pair(comparisons: pd.DataFrame | None, a: str, b: str) -> Any:
+    """The row comparing ``a`` with ``b`` (either order, turned to read ``a`` minus ``b``), or None."""
+    if comparisons is None:
+        return None
+    for first, second, sign in ((a, b, 1), (b, a, -1)):
+        hit = comparisons[(comparisons["a"] == first) & (comparisons["b"] == second)]
+        if len(hit):
+            r = hit.iloc[0].copy()
+            if sign < 0:
+                r["a"], r["b"], r["delta_mae"] = a, b, -r["delta_mae"]
+                r["ci_low"], r["ci_high"] = -hit.iloc[0]["ci_high"], -hit.iloc[0]["ci_low"]
+                r["share_a_better"] = 1 - r["share_a_better"]
+            return r
+    return None
 
 
 def finite_metrics(summary: pd.DataFrame) -> bool:
