@@ -42,9 +42,10 @@ Seed = Annotated[int, typer.Option(help="Random seed; the same seed gives byte-i
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an output folder that holds other data.")]
 ShardOpt = Annotated[Optional[str], typer.Option(help="Do only shard i of n (0-based), e.g. 0/4.")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ... (default: the GPU if any).")]
-StainOpt = Annotated[Optional[str], typer.Option(help="Only (style) images of this stain (the folder manifest's "
-                                                      "'stain' column), e.g. DAPI.")]
-NamesOpt = Annotated[Optional[str], typer.Option("--names", help="Only (style) images whose name matches this glob, "
+StainOpt = Annotated[Optional[str], typer.Option(help="Only the real images of this stain (the folder manifest's "
+                                                      "'stain' column), e.g. DAPI: synth draws them, style commands "
+                                                      "use them as style.")]
+NamesOpt = Annotated[Optional[str], typer.Option("--names", help="Only the real images whose name matches this glob, "
                                                                  "e.g. '*_DAPI_*'.")]
 
 
@@ -55,8 +56,8 @@ def settings_options(name: str, model: type[Config], *, skip: Collection[str] = 
                      flags: Mapping[str, str] | None = None) -> Callable[[Callable], Callable]:
     """Give a command one option per field of ``model`` and pass it the validated settings as ``name``.
 
-    Option names, types and help come from the fields (``flags`` renames some, e.g. ``seeds`` to
-    ``--seed``); an option left out keeps the field's default (for a counting run: its recipe's). A bad
+    Option names, types and help come from the fields (``flags`` renames some, e.g. ``mixes`` to
+    ``--mix``); an option left out keeps the field's default (for a counting run: its recipe's). A bad
     value is reported as click reports its own: ``Invalid value for '--option': problem``.
     """
     flags = dict(flags or {})
@@ -91,6 +92,8 @@ def settings_options(name: str, model: type[Config], *, skip: Collection[str] = 
 def settings_from_options(model: type[Config], given: Mapping[str, Any],
                           option_of: Callable[[str], str] = lambda f: "--" + f.replace("_", "-")) -> Config:
     """``model`` from option values (``None`` and empty repeats: not given); errors name the option."""
+    given = {f: [part.strip() for item in v for part in item.split(",") if part.strip()] if isinstance(v, list) else v
+             for f, v in given.items()}
     try:
         return model(**{f: v for f, v in given.items() if v is not None and v != [] and v != ()})
     except SettingsError as exc:
@@ -110,7 +113,9 @@ def _option_type(annotation: Any) -> Any:
     bare = _bare(annotation)
     if typing.get_origin(bare) is tuple:
         args = typing.get_args(bare)
-        bare = list[args[0]] if args[-1] is Ellipsis else tuple[args]  # a variable length: repeat the option
+        # A variable length: repeat the option or separate the values by commas (--seeds 42,43,44); text
+        # here, converted by the settings' own check.
+        bare = list[str] if args[-1] is Ellipsis else tuple[args]
     return Optional[bare]
 
 
@@ -216,10 +221,8 @@ def synth(
     n: Annotated[Optional[int], typer.Option(help="Random layouts: number of images.")] = None,
     size: Annotated[Optional[tuple[int, int]], typer.Option(help="Canvas H W (default: the real image's).")] = None,
     cells: Annotated[Optional[tuple[int, int]], typer.Option(help="Random layouts: cells per image, LO HI.")] = None,
-    stain: Annotated[Optional[str], typer.Option(help="With --from-points: draw only the real images of this "
-                                                      "stain (the manifest's 'stain' column), e.g. DAPI.")] = None,
-    names: Annotated[Optional[str], typer.Option("--names", help="With --from-points: draw only the real images "
-                                                                 "whose name matches this glob.")] = None,
+    stain: StainOpt = None,
+    names: NamesOpt = None,
     workers: Annotated[int, typer.Option(help="Processes (output does not depend on it).")] = 1,
     shard: ShardOpt = None,
     overwrite: Overwrite = False,
@@ -480,7 +483,7 @@ def _sources(items: list[str], real: bool) -> dict[str, list[Path]]:
 
 
 @count_app.command("cv")
-@settings_options("grid", GridConfig, flags={"seeds": "--seed", "mixes": "--mix"})
+@settings_options("grid", GridConfig, flags={"mixes": "--mix"})
 @settings_options("config", TrainConfig, skip=("seed", "mix"))
 def count_cv(
     real: Annotated[Path, typer.Option(help="Real folder to cross-validate on.")],

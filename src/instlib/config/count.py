@@ -184,7 +184,8 @@ class GridConfig(Config):
     folds: int = Field(5, ge=2)
     """Folds, stratified by count (seed 42); ignored with the official split."""
     seeds: tuple[int, ...] = Field((42,), min_length=1)
-    """Training seeds; each varies initialisation, data order and augmentation."""
+    """Training seeds, e.g. 42,43,44; each varies initialisation, data order and augmentation together (the
+    synthetic sources keep the seeds they were made with)."""
     mixes: tuple[str, ...] = Field(("none",), min_length=1)
     """Mixing variants to run: none, cutmix, dacs."""
 

@@ -1,4 +1,5 @@
-"""``timm`` backbones for the counting models: checked up front, ImageNet weights only when reachable."""
+"""Backbones for the counting models: ``timm``'s, or this package's encoders trained from scratch
+(:mod:`instlib.count.encoders`); checked up front, ImageNet weights only when reachable."""
 
 from __future__ import annotations
 
@@ -9,16 +10,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from instlib.count.encoders import ENCODERS, create_encoder
 from instlib.errors import InstlibError
 
 
 def check_backbone(name: str, pretrained: bool) -> None:
-    """Raise :class:`InstlibError` at once if ``name`` is no timm model or its ImageNet weights are out of reach."""
+    """Raise :class:`InstlibError` at once if ``name`` is no model (timm's, or one of :data:`ENCODERS`) or its
+    ImageNet weights are out of reach."""
     import timm
 
+    if name in ENCODERS:
+        if pretrained:
+            raise InstlibError(f"'{name}' is trained from scratch and has no ImageNet weights; pass --no-pretrained "
+                               "(pretrained=False)")
+        return
     if not timm.is_model(name):
         raise InstlibError(f"'{name}' is not a timm model (for example efficientnet_b0, mobilenetv3_small_050, "
-                           "or test_efficientnet for quick tests)")
+                           f"or test_efficientnet for quick tests) nor one of {', '.join(ENCODERS)}")
     # Offline, fail now rather than after the hub client's retries and timeouts.
     if pretrained and not _weights_cached(name) and not _hub_reachable():
         raise InstlibError(f"ImageNet weights for '{name}' are not in the local cache and huggingface.co cannot "
@@ -28,7 +36,7 @@ def check_backbone(name: str, pretrained: bool) -> None:
 
 def create_backbone(name: str, pretrained: bool, *, features_only: bool = False,
                     drop_path_rate: float = 0.0) -> nn.Module:
-    """A ``timm`` feature extractor; ImageNet weights if ``pretrained``.
+    """A ``timm`` feature extractor (or one of :data:`ENCODERS`, from scratch); ImageNet weights if ``pretrained``.
 
     Without ``features_only``: the model with no classifier and no pooling (``forward_features``
     gives the last feature map). With it: the model returns the feature map of every stage
@@ -37,6 +45,8 @@ def create_backbone(name: str, pretrained: bool, *, features_only: bool = False,
     import timm
 
     check_backbone(name, pretrained)
+    if name in ENCODERS:
+        return create_encoder(name, features_only)
     kwargs = {"features_only": True} if features_only else {"num_classes": 0, "global_pool": ""}
     if drop_path_rate:  # not every timm model takes it; pass it only when asked for
         kwargs["drop_path_rate"] = drop_path_rate
