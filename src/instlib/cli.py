@@ -255,16 +255,22 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Output folder.")],
     n: Annotated[int, typer.Option(help="Number of images.")],
     size: Annotated[tuple[int, int], typer.Option(help="Image H W.")],
-    cells: Annotated[tuple[int, int], typer.Option(help="Nuclei per image, LO HI.")],
+    cells: Annotated[tuple[int, int], typer.Option(help="Cells per field of view, LO HI.")],
     seed: Seed = 0,
     color: Annotated[str, typer.Option(help="gray, or dapi for a blue RGB rendering.")] = "gray",
+    preset: Annotated[str, typer.Option(help="nuclei, or hard: brightness varying several-fold inside an image, "
+                                             "saturated clumps, more debris and uneven background.")] = "nuclei",
+    stains: Annotated[Optional[str], typer.Option(help="Stains to cycle through, e.g. DAPI,Cy3,GFAP (manifest column "
+                                                       "'stain'); a marker stain labels only its positive cells.")] = None,
     shard: ShardOpt = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Real-like fluorescence images with exact points: the offline stand-in for real data."""
     from instlib.data.simulate import simulate as run
 
-    path = run(out, n, size, cells, seed=seed, color=color, overwrite=overwrite, shard=_shard(shard))
+    names = tuple(s.strip() for s in (stains or "").split(",") if s.strip())
+    path = run(out, n, size, cells, seed=seed, color=color, config=preset, stains=names, overwrite=overwrite,
+               shard=_shard(shard))
     typer.echo(f"wrote {path}")
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 
 from instlib.data.folder import list_samples, read_manifest
-from instlib.data.simulate import render_fluorescence, simulate
+from instlib.data.simulate import PRESETS, render_fluorescence, simulate
 from instlib.data.synth import image_rng, render_synhc
 
 
@@ -36,3 +36,31 @@ def test_looks_like_microscopy_not_like_synhc():
     assert lag1(img) > 0.6
     # Texture: many distinct intensity levels inside bright nuclei, not a flat fill.
     assert len(np.unique(np.round(img[img > np.percentile(img, 95)], 3))) > 50
+
+
+def test_stains_label_every_nucleus_or_only_the_positive_cells(tmp_path: Path):
+    out = simulate(tmp_path / "s", n=24, size=(96, 96), cells=(20, 40), seed=1, stains=("DAPI", "Cy3", "GFAP"),
+                   progress=False)
+    m = read_manifest(out).set_index("name")
+    assert list(m["stain"].iloc[:3]) == ["DAPI", "Cy3", "GFAP"] and set(m["stain"]) == {"DAPI", "Cy3", "GFAP"}
+    nuclear, marker = m.loc[m["stain"] == "DAPI", "count"], m.loc[m["stain"] != "DAPI", "count"]
+    assert nuclear.between(20, 40).all()  # a nuclear stain labels the whole field
+    assert marker.mean() < 0.5 * nuclear.mean() and (marker <= 1).any()  # markers: a few positives, often 0-1
+    for s in list_samples(out):  # labels sit on bright cells, whatever the stain
+        img, pts = s.load()
+        if len(pts):
+            assert np.median(img[pts[:, 1].astype(int), pts[:, 0].astype(int), 0]) > 2 * np.percentile(img, 10)
+
+
+def test_the_hard_preset_saturates_clumps_and_spreads_brightness():
+    def measures(config):
+        """Share of saturated pixels, and the 90th over the 10th percentile of the brightness at the cells."""
+        out = []
+        for seed in range(4):
+            img, pts = render_fluorescence(40, (192, 192), image_rng(seed, "z"), config)
+            at = img[pts[:, 1].astype(int), pts[:, 0].astype(int)]
+            out.append(((img >= 1).mean(), np.percentile(at, 90) / np.percentile(at, 10)))
+        return np.mean(out, axis=0)
+
+    (plain_flat, plain_spread), (hard_flat, hard_spread) = measures(PRESETS["nuclei"]), measures(PRESETS["hard"])
+    assert hard_flat > 1.5 * plain_flat and hard_spread > 1.2 * plain_spread
