@@ -39,7 +39,7 @@ from instlib.config.base import AUTO, Config, one_of, positive_or_auto
 HEADS = ("regression", "density")  # instlib.count.model.HEADS
 MIXES = ("none", "cutmix", "dacs")  # instlib.count.mix.MIXES
 NORMS = ("data", "idcia", "imagenet")  # data: statistics of the real training images; else instlib.count.spec.NORMS
-SCHEDULES = ("poly", "step", "steplr10", "constant")  # instlib.count.schedules.SCHEDULES
+SCHEDULES = ("poly", "cosine", "step", "steplr10", "constant")  # instlib.count.schedules.SCHEDULES
 KEEP = ("best", "last")  # instlib.count.schedules.KEEP
 #: How the real images are split: ``stratified`` draws count-stratified parts (folds, validation
 #: images); ``official`` takes the ``split`` column (train / val / test) of the real folder's manifest.
@@ -106,6 +106,8 @@ class TrainConfig(Config):
     column 'split': train/val/test)."""
     zero_keep: float = Field(0.25, ge=0, le=1)
     """Chance that a training crop without cells is kept."""
+    point_crops: float = Field(0.0, ge=0, le=1)
+    """Share of training crops centred on a random annotated cell (dense clumps seen as often as their cells)."""
     crops_per_epoch: int | None = Field(None, ge=0)
     """Random crops per epoch, however many images there are; 0: passes over the images; default: the
     recipe's."""
@@ -132,6 +134,10 @@ class TrainConfig(Config):
     """Scale each image so this percentile of its pixels is 255, e.g. 99.9 (default: as stored)."""
     jitter: bool = True
     """Colour jitter (brightness/contrast/saturation 0.2, hue 0.1)."""
+    intensity_augment: bool = False
+    """Per-crop gain (0.37x to 2.7x), gamma, blur and sensor noise, as exposure and focus vary between images."""
+    count_scales: tuple[int, ...] = Field((1,), min_length=1)
+    """Density head: the crop-count term of the loss also on a grid of n x n parts of each crop, for each n."""
     eval_batch_size: int = Field(32, ge=1)
     """Crops per batch when validating and testing."""
     channels_last: bool = True

@@ -1,4 +1,5 @@
-"""Augmentation of a batch of crops on its tensors: colour jitter, flips and 90-degree rotations."""
+"""Augmentation of a batch of crops on its tensors: colour jitter, flips and 90-degree rotations, and the
+intensity changes of fluorescence images (gain, gamma, noise, blur)."""
 
 from __future__ import annotations
 
@@ -77,3 +78,42 @@ def flip_rotate(tensors: Sequence[torch.Tensor | None], gen: torch.Generator) ->
             res[k] = v.flip(-2) if vflip[k] else v
         out.append(res)
     return out
+
+
+@dataclass(frozen=True)
+class Intensity:
+    """What changes between fluorescence images of one set: exposure (gain), the detector's response
+    (gamma), sensor noise and focus (blur). Each crop draws its own; labels are untouched."""
+
+    gain: float = 1.0  # log-uniform factor in [exp(-gain), exp(gain)]: 1.0 is 0.37x to 2.7x
+    gamma: float = 0.4  # exponent in [exp(-gamma), exp(gamma)]
+    noise: float = 0.03  # Gaussian noise of std up to this (intensities in [0, 1])
+    blur: float = 1.2  # Gaussian blur of std up to this, in pixels (half the crops stay sharp)
+
+
+def intensity_augment(x: torch.Tensor, aug: Intensity, gen: torch.Generator) -> torch.Tensor:
+    """Per-crop gain, gamma, blur and noise of float ``(B, 3, S, S)`` in ``[0, 1]``, clipped to ``[0, 1]``."""
+    n, dev = len(x), x.device
+
+    def spread(width: float) -> torch.Tensor:
+        return torch.exp((torch.rand(n, generator=gen) * 2 - 1) * width).to(dev).view(-1, 1, 1, 1)
+
+    gain, gamma = spread(aug.gain), spread(aug.gamma)
+    sigmas = (torch.rand(n, generator=gen) * aug.blur * (torch.rand(n, generator=gen) < 0.5)).tolist()
+    noise = (torch.rand(n, generator=gen) * aug.noise).to(dev).view(-1, 1, 1, 1)
+    z = torch.randn(x.shape, generator=gen).to(dev)
+    x = (x * gain).clamp_(0, 1).pow_(gamma)
+    x = torch.stack([_blur(img, s) if s > 0.3 else img for img, s in zip(x, sigmas)])
+    return (x + noise * z).clamp_(0, 1)
+
+
+def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of one ``(C, H, W)`` image, reflecting at the borders."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    k = torch.exp(-t**2 / (2 * sigma**2))
+    k = (k / k.sum()).view(1, 1, 1, -1).expand(image.shape[0], 1, 1, -1)
+    x = torch.nn.functional.pad(image[None], (radius, radius, 0, 0), mode="reflect")
+    x = torch.nn.functional.conv2d(x, k, groups=image.shape[0])
+    x = torch.nn.functional.pad(x, (0, 0, radius, radius), mode="reflect")
+    return torch.nn.functional.conv2d(x, k.transpose(-1, -2), groups=image.shape[0])[0]

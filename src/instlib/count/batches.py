@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from instlib.count.augment import Jitter, color_jitter, flip_rotate
+from instlib.count.augment import Intensity, Jitter, color_jitter, flip_rotate, intensity_augment
 from instlib.count.bank import ImageBank
 from instlib.data.maps import density_map
 
@@ -91,16 +91,45 @@ def crop_images(bank: ImageBank, idx: torch.Tensor, tops: torch.Tensor, lefts: t
 
 
 def sample_boxes(bank: ImageBank, idx: torch.Tensor, size: int, gen: torch.Generator, *,
-                 zero_keep: float = 1.0, tries: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+                 zero_keep: float = 1.0, point_crops: float = 0.0, tries: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """Random boxes for images ``idx``, with empty boxes kept only with probability ``zero_keep``.
 
     Each image gets ``tries`` candidate boxes; the first one that holds a cell (or wins the
     ``zero_keep`` draw) is taken, the last candidate always, so an image without cells still
     gives a box. Unlabelled banks (and ``zero_keep >= 1``) take plain random boxes: deciding on
-    emptiness would need the labels.
+    emptiness would need the labels. With ``point_crops``, that share of the boxes is instead centred
+    (up to a random shift of a quarter box) on a random annotated cell of its image, so that the dense
+    clumps, where a few cells hold most of an image's count, are seen as often as their share of the cells.
     """
     if not bank.labelled or zero_keep >= 1.0:
-        return random_boxes(bank, idx, size, gen)
+        tops, lefts = random_boxes(bank, idx, size, gen)
+    else:
+        tops, lefts = _sparse_aware_boxes(bank, idx, size, gen, zero_keep, tries)
+    if bank.labelled and point_crops > 0:
+        tops, lefts = _centre_on_cells(bank, idx, size, gen, point_crops, tops, lefts)
+    return tops, lefts
+
+
+def _centre_on_cells(bank: ImageBank, idx: torch.Tensor, size: int, gen: torch.Generator, share: float,
+                     tops: torch.Tensor, lefts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(tops, lefts)`` with a ``share`` of the boxes moved onto a random cell of their image (if it has one)."""
+    points, offsets = bank.labels()
+    n = offsets[idx + 1] - offsets[idx]
+    chosen = (torch.rand(len(idx), generator=gen) < share) & (n > 0)
+    if not chosen.any():
+        return tops, lefts
+    cell = (torch.rand(len(idx), generator=gen) * n).long().minimum((n - 1).clamp_min(0))  # one cell of each image
+    shift = (torch.rand(int(chosen.sum()), 2, generator=gen, dtype=torch.float64) - 0.5) * (size / 2)
+    centre = points[(offsets[idx] + cell)[chosen]] + shift  # (X, Y)
+    room = (bank.shapes[idx[chosen]] - size).clamp_min(0)  # the largest top and left that keep a box inside
+    tops, lefts = tops.clone(), lefts.clone()
+    tops[chosen] = (centre[:, 1] - size / 2).round().long().clamp_min(0).minimum(room[:, 0])
+    lefts[chosen] = (centre[:, 0] - size / 2).round().long().clamp_min(0).minimum(room[:, 1])
+    return tops, lefts
+
+
+def _sparse_aware_boxes(bank: ImageBank, idx: torch.Tensor, size: int, gen: torch.Generator, zero_keep: float,
+                        tries: int) -> tuple[torch.Tensor, torch.Tensor]:
     cand = idx.repeat_interleave(tries)
     tops, lefts = random_boxes(bank, cand, size, gen)
     counts = box_counts(bank, cand, tops, lefts, size).view(-1, tries)
@@ -145,14 +174,16 @@ class Batch:
 
 
 def make_batch(bank: ImageBank, idx: torch.Tensor, size: int, gen: torch.Generator, *,
-               device: torch.device | str = "cpu", zero_keep: float = 1.0, jitter: Jitter | None = Jitter(),
+               device: torch.device | str = "cpu", zero_keep: float = 1.0, point_crops: float = 0.0,
+               jitter: Jitter | None = Jitter(), intensity: Intensity | None = None,
                sigma: float | None = None) -> Batch:
     """Cut, label and augment one batch of crops from images ``idx``.
 
     The label maps are dot maps, or Gaussian density maps with std ``sigma`` when it is given.
     Both sum to the crop's count, and the Gaussians are isotropic, so flips and rotations keep them exact.
+    ``intensity``: per-crop gain, gamma, blur and noise after the colour jitter (see ``augment.Intensity``).
     """
-    tops, lefts = sample_boxes(bank, idx, size, gen, zero_keep=zero_keep)
+    tops, lefts = sample_boxes(bank, idx, size, gen, zero_keep=zero_keep, point_crops=point_crops)
     images = crop_images(bank, idx, tops, lefts, size).to(device, non_blocking=True)
     maps = None
     if bank.labelled:
@@ -163,4 +194,6 @@ def make_batch(bank: ImageBank, idx: torch.Tensor, size: int, gen: torch.Generat
     images = images.float().div_(255)
     if jitter is not None:
         images = color_jitter(images, jitter, gen)
+    if intensity is not None:
+        images = intensity_augment(images, intensity, gen)
     return Batch(images, maps)

@@ -56,7 +56,7 @@ class DensityNet(nn.Module):
 
     def __init__(self, spec: ModelSpec, pretrained: bool):
         super().__init__()
-        self.scale, self.count_weight = spec.density_scale, spec.count_weight
+        self.scale, self.count_weight, self.count_scales = spec.density_scale, spec.count_weight, spec.count_scales
         self.encoder = create_backbone(spec.backbone, pretrained, features_only=True)
         info = self.encoder.feature_info
         self.decoder = UNetDecoder(info.channels(), info.reduction(), spec.out_stride, spec.decoder_width)
@@ -71,11 +71,16 @@ class DensityNet(nn.Module):
 
     def loss(self, count: torch.Tensor, density: torch.Tensor, label_map: torch.Tensor) -> torch.Tensor:
         """Pixel MSE of the scaled density against ``label_map`` (``(B, 1, S, S)``) summed into the output grid,
-        plus ``count_weight`` times the mean absolute error of the crops' counts."""
+        plus ``count_weight`` times the counts' absolute error: of the whole crop and, for each ``n`` of
+        ``count_scales`` above 1, summed over its ``n x n`` parts (the GAME error at that level), averaged over
+        the scales. Errors that cancel within a crop are charged at the finer scales."""
         density = density.float()  # sums over 10^4 cells in fp32, whatever the autocast dtype
         target = pool_to_grid(label_map, density.shape[-2:])
         pixel = F.mse_loss(density * self.scale, target * self.scale)
-        return pixel + self.count_weight * F.l1_loss(density.sum(dim=(1, 2, 3)), label_map.sum(dim=(1, 2, 3)))
+        counts = [(pool_to_grid(density, (n, n)) - pool_to_grid(label_map, (n, n))).abs().sum(dim=(1, 2, 3)).mean()
+                  if n > 1 else F.l1_loss(density.sum(dim=(1, 2, 3)), label_map.sum(dim=(1, 2, 3)))
+                  for n in self.count_scales]
+        return pixel + self.count_weight * sum(counts) / len(counts)
 
     @torch.no_grad()
     def init_count(self, mean_count: float, crop_size: int) -> None:

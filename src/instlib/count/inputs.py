@@ -24,6 +24,7 @@ from instlib.count.predict import folder_samples
 from instlib.data.folder import Sample, list_samples
 from instlib.data.provenance import drawn_from, sample_origins
 from instlib.data.splits import split_part, stratified_kfold
+from instlib.data.subsets import stains_of
 from instlib.errors import DataError, InstlibError
 
 
@@ -63,6 +64,19 @@ def fingerprint(bank: ImageBank | None) -> dict | None:
         return None
     digest = hashlib.sha1("\n".join(str(Path(p).resolve()) for p in bank.paths).encode()).hexdigest()
     return {"images": len(bank), "sha1": digest}
+
+
+def stains(bank: ImageBank) -> list[str] | None:
+    """Each image's stain from its folder's manifest (``stain`` column); None when a folder has none."""
+    folders: dict[Path, dict[str, str]] = {}
+    for path in bank.paths:
+        folder = Path(path).parent.parent
+        if folder not in folders:
+            try:
+                folders[folder] = stains_of(folder)
+            except DataError:  # no manifest, or no stain column: nothing to group by
+                return None
+    return [folders[Path(p).parent.parent].get(n, "") for n, p in zip(bank.names, bank.paths)]
 
 
 def without_leaks(samples: list[Sample], test_names: Sequence[str]) -> tuple[list[Sample], int]:

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from instlib.config.count import TrainConfig
-from instlib.count.augment import Jitter
+from instlib.count.augment import Intensity, Jitter
 from instlib.count.bank import ImageBank
 from instlib.count.batches import epoch_indices, make_batch, steps_per_epoch
 from instlib.count.inputs import RunData
@@ -157,6 +157,7 @@ def _train_epoch(model: CountModel, stage: Stage, strategy, opt: torch.optim.Opt
     """One epoch of ``steps`` batches of random crops (with the stage's mixing partner); the batches' losses."""
     prob = config.mix_prob if config.mix_prob is not None else strategy.default_prob
     jitter = Jitter() if config.jitter else None
+    intensity = Intensity() if config.intensity_augment else None
     sigma = config.sigma if config.head == "density" else None  # Gaussian targets; the regressor takes dot maps
     model.train()
     src_idx = epoch_indices(len(stage.bank), config.batch_size, gen, crops_per_image=config.crops_per_image,
@@ -168,12 +169,12 @@ def _train_epoch(model: CountModel, stage: Stage, strategy, opt: torch.optim.Opt
         for group in opt.param_groups:
             group["lr"] = config.lr * SCHEDULES[config.schedule](epoch + i / steps, stage.epochs)
         source = make_batch(stage.bank, si, config.crop_size, gen, device=device, zero_keep=config.zero_keep,
-                            jitter=jitter, sigma=sigma)
+                            point_crops=config.point_crops, jitter=jitter, intensity=intensity, sigma=sigma)
         source.images = as_input(source.images, config.channels_last)
         target = None
         if ti is not None:
             target = make_batch(stage.target, ti, config.crop_size, gen, device=device, zero_keep=config.zero_keep,
-                                jitter=jitter, sigma=sigma)
+                                point_crops=config.point_crops, jitter=jitter, intensity=intensity, sigma=sigma)
             target.images = as_input(target.images, config.channels_last)
         with autocast(device, config.amp):
             loss = strategy.loss(model, source, target, gen, prob)

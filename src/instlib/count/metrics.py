@@ -46,3 +46,18 @@ def score(true, pred) -> dict[str, float]:
     """``{"mae", "rmse", "acp", "n"}`` of one set of predictions."""
     t, p = _pair(true, pred)
     return {"mae": mae(t, p), "rmse": rmse(t, p), "acp": acp(t, p), "n": int(t.size)}
+
+
+def score_by(groups, true, pred) -> dict[str, dict[str, float]]:
+    """:func:`score` of each group of images (e.g. by stain), plus the mean prediction on its images with
+    at most one true cell (``few_mean_pred``, absent without such images): a marker stain counted as dozens
+    on its empty fields shows there."""
+    g, t, p = np.asarray(groups, dtype=object), *_pair(true, pred)
+    out = {}
+    for name in sorted(set(g.tolist())):
+        mask = g == name
+        out[name] = score(t[mask], p[mask])
+        few = mask & (t <= 1)
+        if few.any():
+            out[name]["few_mean_pred"] = float(p[few].mean())
+    return out

@@ -12,6 +12,7 @@ from collections.abc import Callable
 # Learning-rate factor as a function of (epochs done, with fractions within an epoch; epochs of the stage).
 SCHEDULES: dict[str, Callable[[float, int], float]] = {
     "poly": lambda done, total: (1.0 - done / total) ** 0.9,
+    "cosine": lambda done, total: 0.5 * (1.0 + math.cos(math.pi * done / total)),
     "step": lambda done, total: 0.1 ** math.floor(3 * done / total),  # x0.1 after each third of the stage
     "steplr10": lambda done, total: 0.1 ** (int(done) // 10),  # torch StepLR(10, 0.1), stepped per epoch
     "constant": lambda done, total: 1.0,

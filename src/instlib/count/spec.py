@@ -32,6 +32,7 @@ class ModelSpec:
     sigma: float = 4.0  # density only: std in pixels of the Gaussian around each point in the targets
     density_scale: float = 100.0  # density only: targets and outputs are scaled by this in the loss
     count_weight: float = 0.01  # density only: weight of the crop counts' absolute error in the loss
+    count_scales: tuple[int, ...] = (1,)  # density only: that error also on n x n parts of each crop, for each n
     out_stride: int = 2  # density only: stride of the output map (an encoder stride: 2, 4, ...)
     decoder_width: int = 32  # density only: channels of the decoder
     intensity_percentile: float | None = None  # per-image scaling before the model (see count.bank.scale_intensity)
@@ -53,4 +54,5 @@ class ModelSpec:
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
         d = json.loads(text)
-        return cls(**{**d, "channels": tuple(d["channels"]), "mean": tuple(d["mean"]), "std": tuple(d["std"])})
+        tuples = {k: tuple(d[k]) for k in ("channels", "mean", "std", "count_scales") if k in d}
+        return cls(**{**d, **tuples})

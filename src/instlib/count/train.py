@@ -24,9 +24,9 @@ import torch
 from instlib.config.count import AUTO_SIGMA, TrainConfig
 from instlib.count.backbone import check_backbone
 from instlib.count.bank import ImageBank, cell_sigma, channel_stats, concat_banks
-from instlib.count.inputs import RunData, fingerprint, load_run_data, scaled
+from instlib.count.inputs import RunData, fingerprint, load_run_data, scaled, stains
 from instlib.count.loop import fit, write_history
-from instlib.count.metrics import score
+from instlib.count.metrics import score, score_by
 from instlib.count.model import CountModel, save_model
 from instlib.count.predict import check_channels, count_bank, true_counts, whole_image_evaluation
 from instlib.count.runtime import pick_device, seed_everything
@@ -64,7 +64,7 @@ def build_model(data: RunData, config: TrainConfig) -> CountModel:
     else:
         mean, std = NORMS[config.norm]
     spec = ModelSpec(backbone=config.model, channels=concat_banks([real, data.val]).channels, mean=mean, std=std,
-                     crop_size=config.crop_size, head=config.head,
+                     crop_size=config.crop_size, head=config.head, count_scales=config.count_scales,
                      **({"sigma": config.sigma} if config.head == "density" else {}),  # the regressor has dot targets
                      intensity_percentile=config.intensity_percentile,
                      density=config.head == "regression" and config.density,
@@ -103,9 +103,13 @@ def run(data: RunData, out: str | Path, config: TrainConfig, *, progress: bool =
     true, true_center = true_counts(data.test, config.crop_size)
     predictions = pd.DataFrame({"name": data.test.names, "true": true, "pred": pred,
                                 "true_center": true_center, "pred_center": pred_center})
+    test_stains = stains(data.test)
+    if test_stains:
+        predictions["stain"] = test_stains
     selected = {h["stage"]: h["epoch"] for h in history if h.get("selected")}
     metrics = {
         **score(true, pred),
+        **({"by_stain": score_by(test_stains, true, pred)} if test_stains else {}),
         "evaluation": whole_image_evaluation(model.spec),
         "center": {**score(true_center, pred_center),
                    "evaluation": f"centre {config.crop_size}x{config.crop_size} crop (the reference's protocol)"},

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from instlib.data.atomic import read_json
 from instlib.runs.folders import CV_FILE, PREDICTIONS_FILE, RESULT_FILE, RESULTS_FILE, RUNS_DIR, SUMMARY_FILE
@@ -224,6 +225,29 @@ def cv_predictions(cv_dir, mix: str | None = "none"):
     if not frames:
         return pd.DataFrame(columns=["source", "mix", "fold", "seed", "name", "true", "pred"])
     return label_sources(pd.concat(frames, ignore_index=True))
+
+
+def stain_table(cv_dir, *, mixes=("none",), sources=None) -> pd.DataFrame | None:
+    """Per source and stain of the test images: the MAE of each seed over its test images of that stain
+    (all folds together), mean ± 95% interval over seeds, the images, and the mean count predicted on its
+    images with at most one true cell. None when the real images have no stain column."""
+    preds = cv_predictions(cv_dir, mix=None)
+    if "stain" not in preds or preds["stain"].isna().all():
+        return None
+    preds = preds[preds["mix"].isin(list(mixes))]
+    if sources is not None:
+        preds = preds[preds["source"].isin([SOURCE_LABELS.get(s, s) for s in sources])]
+    preds = preds.assign(error=(preds["pred"] - preds["true"]).abs())
+    rows = []
+    for (source, stain), g in preds.groupby(["source", "stain"], sort=False):
+        per_seed = g.groupby("seed")["error"].mean()
+        k = len(per_seed)
+        half = stats.t.ppf(0.975, k - 1) * per_seed.std(ddof=1) / np.sqrt(k) if k > 1 else float("nan")
+        few = g[g["true"] <= 1]
+        rows.append({"source": source, "stain": stain, "test images": g["name"].nunique(),
+                     "MAE": mean_pm(float(per_seed.mean()), half),
+                     "mean count on images of 0-1 cells": f"{few['pred'].mean():.1f}" if len(few) else "-"})
+    return pd.DataFrame(rows).set_index(["source", "stain"])
 
 
 # ---------------------------------------------------------------- protocol: recipe, split, exclusions
