@@ -21,7 +21,6 @@ from instlib.count.spec import ModelSpec
 from instlib.count.train import train_run
 from instlib.data.folder import list_samples
 from instlib.data.simulate import simulate
-from instlib.runs import results
 
 from .conftest import tiny_config
 
@@ -95,4 +94,3 @@ def test_metrics_and_tables_per_stain(tmp_path):
     assert list(preds["stain"]) == ["DAPI", "Cy3"] * 3
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["by_stain"]
     assert saved["Cy3"]["mae"] == pytest.approx(np.abs(preds["pred"] - preds["true"])[preds["stain"] == "Cy3"].mean())
-    assert results.stain_table(tmp_path) is None  # not a cross-validation folder with stains

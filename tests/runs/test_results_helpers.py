@@ -195,3 +195,22 @@ def test_exposure_says_what_each_source_saw():
     assert "as published (it never saw this run's images)" in paper[2]
     named = results.exposure(get_profile("smoke", diffusion_model="tiny", **{"data.names": "*_DAPI_*"}))
     assert "named '*_DAPI_*'" in named[1] and "random weights" in named[2]
+
+
+def test_stain_table_pools_folds_per_seed_and_shows_empty_fields(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "cv.json").write_text(json.dumps({"folds": 2}))
+    truth = {"d0": ("DAPI", 40.0), "d1": ("DAPI", 60.0), "c0": ("Cy3", 0.0), "c1": ("Cy3", 1.0)}
+    for seed, offset in ((42, 2.0), (43, 4.0)):
+        for fold, names in enumerate((["d0", "c0"], ["d1", "c1"])):
+            run = tmp_path / "runs" / f"real-none-fold{fold}-seed{seed}"
+            run.mkdir()
+            pd.DataFrame({"name": names, "stain": [truth[n][0] for n in names], "true": [truth[n][1] for n in names],
+                          "pred": [truth[n][1] + offset for n in names]}).to_csv(run / "predictions.csv", index=False)
+            (run / "result.json").write_text(json.dumps({"source": "real", "mix": "none", "fold": fold, "seed": seed}))
+    table = results.stain_table(tmp_path)
+    dapi, cy3 = table.loc[("real", "DAPI")], table.loc[("real", "Cy3")]
+    # seeds 2 and 4 cells off on every image: mean 3, t-interval 12.71 * std(2, 4) / sqrt(2) = 12.71
+    assert dapi["MAE"] == "3.00 ± 12.71" and dapi["test images"] == 2
+    assert cy3["mean count on images of 0-1 cells"] == f"{np.mean([2.0, 3.0, 4.0, 5.0]):.1f}"
+    assert dapi["mean count on images of 0-1 cells"] == "-"
