@@ -190,7 +190,7 @@ def shipped_split(folder: str | Path) -> dict[str, str]:
             return {}
         if SPLIT not in manifest.columns:
             return {}
-        return {str(n): str(s) for n, s in zip(manifest["name"], manifest[SPLIT].fillna("")) if s}
+        return {n: s for n, s in zip(manifest["name"], manifest[SPLIT]) if s}
     if not folder.is_dir():
         raise DataError("no such folder", folder)
     found = _find(folder)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from instlib.data.tables import read_table
 from instlib.runs.profiles import PRIOR, Profile
 
 METRICS = ("mae", "rmse", "acp")
@@ -23,6 +24,15 @@ SOURCE_LABELS = {"real": "real", "synhc": "Syn-HC", "cell200": "Cell200-s", "ins
 SOURCE_ORDER = list(SOURCE_LABELS.values())
 # The tables instlib.count.cv writes into a cross-validation folder: one row per run, and per source and mix.
 RESULTS_FILE, SUMMARY_FILE = "results.csv", "summary.csv"
+# Their numeric columns (every other column, e.g. source, mix, model, name, is text); summary.csv
+# has ``<metric>_mean`` / ``<metric>_std`` for every metric of results.csv.
+RESULTS_NUMBERS = ("fold", "seed", "mae", "rmse", "acp", "mae_center", "rmse_center", "acp_center", "n_test", "epochs",
+                   "finetune_epochs", "sigma", "wall_s", "excluded", "pretrain_epoch", "final_epoch")
+PREDICTIONS_NUMBERS = ("true", "pred", "true_center", "pred_center")
+
+
+def _summary_number(column: str) -> bool:
+    return column.endswith(("_mean", "_std")) or column == "runs"
 
 
 def label_sources(df: pd.DataFrame) -> pd.DataFrame:
@@ -37,12 +47,12 @@ def label_sources(df: pd.DataFrame) -> pd.DataFrame:
 
 def _results(cv_dir) -> pd.DataFrame:
     """``results.csv`` of a cross-validation folder: one row per run, with run-folder source names."""
-    return pd.read_csv(Path(cv_dir) / RESULTS_FILE)
+    return read_table(Path(cv_dir) / RESULTS_FILE, numbers=RESULTS_NUMBERS)
 
 
 def load_summary(cv_dir, *, mixes=None, sources=None) -> pd.DataFrame:
     """``summary.csv`` of a cross-validation folder with display names, optionally filtered."""
-    df = pd.read_csv(Path(cv_dir) / SUMMARY_FILE)
+    df = read_table(Path(cv_dir) / SUMMARY_FILE, numbers=_summary_number)
     if mixes is not None:
         df = df[df["mix"].isin(list(mixes))]
     if sources is not None:
@@ -53,10 +63,8 @@ LABELS = {"mae": "MAE", "rmse": "RMSE", "acp": "ACP (%)"}
 
 def paper_results() -> pd.DataFrame:
     """The paper's published numbers (source, mix, metric, value, exact, note)."""
-    with resources.files("instlib.runs").joinpath("paper_results.csv").open() as fh:
-        df = pd.read_csv(fh)
-    df["exact"] = df["exact"].astype(str).str.lower() == "true"
-    return df
+    with resources.as_file(resources.files("instlib.runs").joinpath("paper_results.csv")) as path:
+        return read_table(path, numbers=("value",), flags=("exact",))
 
 
 def mean_std(mean: float, std: float, digits: int = 2) -> str:
@@ -221,7 +229,7 @@ def cv_predictions(cv_dir, mix: str | None = "none"):
             continue
         pred = result.with_name("predictions.csv")
         if pred.is_file():
-            df = pd.read_csv(pred)
+            df = read_table(pred, numbers=PREDICTIONS_NUMBERS)
             frames.append(df.assign(source=meta["source"], mix=meta["mix"], fold=meta["fold"], seed=meta["seed"]))
     if not frames:
         return pd.DataFrame(columns=["source", "mix", "fold", "seed", "name", "true", "pred"])
