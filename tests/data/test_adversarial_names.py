@@ -5,8 +5,9 @@ numbers, missing values or booleans (``007``, ``1e3``, ``0x1F``, ``NA``, ``nan``
 or names with spaces, dots, commas and non-ASCII letters. Hypothesis draws folders of such names
 (families that differ only in leading zeros included) and sends them through the commands as a user
 runs them: the cheap stages on many folders, style and counting on a few whose names all look like
-numbers, the case where a guessing reader loses them (see the settings profiles in conftest.py). Names, origins and counts must come back exactly, and the counting stages must leave
-out exactly the synthetic images drawn from test images.
+numbers, the case where a guessing reader loses them (see the settings profiles in conftest.py).
+Names, origins and counts must come back exactly, and the counting stages must leave out exactly the
+synthetic images drawn from test images.
 """
 
 from __future__ import annotations
@@ -211,5 +212,6 @@ def test_style_and_counting_keep_the_names_and_leave_out_exactly_the_images_draw
         runs = protocol_table(cv).set_index("source")
         assert runs["excluded"].to_dict() == {"real": 0, "Syn-HC": len(test)}
         tested = cv_predictions(cv)
-        assert sorted(tested["name"]) == sorted(2 * sorted(test))  # the test images, under their own names, in both runs
+        # the test images, under their own names, in both runs
+        assert sorted(tested["name"]) == sorted(2 * sorted(test))
         assert tested["true"].tolist() == [images[n][2] for n in tested["name"]]

@@ -99,7 +99,8 @@ def _serve(monkeypatch, tmp_path: Path, files: dict[str, bytes], pins: dict[str,
     """Answer with ``files`` and pin ``pins`` (default: the true MD5s) in a checksum table of the test."""
     server = Figshare(files)
     table = tmp_path / "idcia.md5"
-    table.write_text("# test table\n" + "".join(f"{md5}  {name}\n" for name, md5 in (pins or server.listed_md5).items()))
+    pins = pins or server.listed_md5
+    table.write_text("# test table\n" + "".join(f"{md5}  {name}\n" for name, md5 in pins.items()))
     monkeypatch.setitem(fetch.DATASETS, "idcia", dataclasses.replace(fetch.DATASETS["idcia"], table=table))
     monkeypatch.setattr(fetch, "PAGE_SIZE", PAGE_SIZE)
     monkeypatch.setattr(fetch.urllib.request, "urlopen", server.urlopen)
@@ -108,7 +109,8 @@ def _serve(monkeypatch, tmp_path: Path, files: dict[str, bytes], pins: dict[str,
 
 def _fetch(capsys, tmp_path: Path) -> tuple[int, str, str]:
     """Exit code, stdout and the one ``error: ...`` line (progress bars share stderr), or all of stderr."""
-    code, out, err = run_cli(capsys, "data", "fetch", "idcia", "--dest", tmp_path / "idcia", "--cache", tmp_path / "cache")
+    code, out, err = run_cli(capsys, "data", "fetch", "idcia", "--dest", tmp_path / "idcia",
+                             "--cache", tmp_path / "cache")
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == (code != 0) and "Traceback" not in err, err
     return code, out, errors[0] if errors else err
@@ -135,7 +137,8 @@ def test_fetch_follows_every_page_of_the_pinned_version_and_imports(capsys, monk
     assert "IDCIA_v1.zip.unzip/IDCIA/train.csv" in out
     # a second fetch finds every file in the cache with its pinned MD5 and downloads nothing
     server.requests.clear()
-    assert run_cli(capsys, "data", "fetch", "idcia", "--dest", tmp_path / "again", "--cache", tmp_path / "cache")[0] == 0
+    again = run_cli(capsys, "data", "fetch", "idcia", "--dest", tmp_path / "again", "--cache", tmp_path / "cache")
+    assert again[0] == 0
     assert not [u for u in server.requests if u.startswith(DOWNLOADS)]
 
 
@@ -143,7 +146,7 @@ def test_a_download_whose_md5_differs_from_the_committed_table_is_refused_and_no
     files = _idcia_files(tmp_path, 1)
     server = _serve(monkeypatch, tmp_path, files)
     server.downloads["IDCIA_v1.zip"] = files["IDCIA_v1.zip"][:-10] + b"0123456789"  # altered in transit
-    code, out, err = _fetch(capsys, tmp_path)
+    code, _, err = _fetch(capsys, tmp_path)
     assert code == 2
     assert err.startswith(f"error: {DOWNLOADS}40000001: the downloaded 'IDCIA_v1.zip' has MD5 ")
     assert f"pins {server.listed_md5['IDCIA_v1.zip']}" in err and "instlib data import" in err
@@ -155,7 +158,7 @@ def test_a_listing_that_disagrees_with_the_committed_table_stops_before_any_down
     real = hashlib.md5(files["IDCIA_v1.zip"]).hexdigest()
     server = _serve(monkeypatch, tmp_path, files, pins={"notes_0.txt": hashlib.md5(b"note 0\n").hexdigest(),
                                                         "IDCIA_v1.zip": "0" * 32})
-    code, out, err = _fetch(capsys, tmp_path)
+    code, _, err = _fetch(capsys, tmp_path)
     listing = fetch.DATASETS["idcia"].files_url
     assert code == 2 and err.startswith(f"error: {listing}: gives 'IDCIA_v1.zip' the MD5 {real}, but ")
     assert not [u for u in server.requests if u.startswith(DOWNLOADS)] and _left_behind(tmp_path) == []
@@ -167,7 +170,7 @@ def test_the_committed_table_pins_every_file_figshare_lists(capsys, monkeypatch,
     monkeypatch.setattr(fetch.urllib.request, "urlopen", server.urlopen)
     shipped = fetch.DATASETS["idcia"].table
     assert shipped.is_file() and shipped.name == "idcia.md5"
-    code, out, err = _fetch(capsys, tmp_path)
+    code, _, err = _fetch(capsys, tmp_path)
     assert code == 2
     assert err.startswith(f"error: {fetch.DATASETS['idcia'].files_url}: lists 'IDCIA_v1.zip' "
                           f"(MD5 {server.listed_md5['IDCIA_v1.zip']}), which instlib's checksum table {shipped} "
@@ -187,12 +190,13 @@ def _forbidden(url: str) -> urllib.error.HTTPError:
 def test_403_and_the_empty_202_challenge_page_are_clear_errors_naming_the_url(capsys, monkeypatch, tmp_path, answer,
                                                                               problem, where):
     server = _serve(monkeypatch, tmp_path, _idcia_files(tmp_path, 0))
-    url = f"{fetch.DATASETS['idcia'].files_url}?page=1&page_size={PAGE_SIZE}" if where == "listing" else f"{DOWNLOADS}40000000"
+    listing = f"{fetch.DATASETS['idcia'].files_url}?page=1&page_size={PAGE_SIZE}"
+    url = listing if where == "listing" else f"{DOWNLOADS}40000000"
     if where == "listing":
         server.listing = answer(url)
     else:
         server.downloads["IDCIA_v1.zip"] = answer(url)
-    code, out, err = _fetch(capsys, tmp_path)
+    code, _, err = _fetch(capsys, tmp_path)
     assert code == 2
     assert err.startswith(f"error: {url}: {problem}")
     assert "download version 1 of IDCIA by hand from https://figshare.com/articles/dataset/Dataset/21970604" in err
@@ -203,7 +207,7 @@ def test_a_download_that_breaks_off_leaves_nothing_partial(capsys, monkeypatch, 
     files = _idcia_files(tmp_path, 0)
     server = _serve(monkeypatch, tmp_path, files)
     server.downloads["IDCIA_v1.zip"] = Answer(files["IDCIA_v1.zip"], broken_after=100)
-    code, out, err = _fetch(capsys, tmp_path)
+    code, _, err = _fetch(capsys, tmp_path)
     assert code == 2 and err.startswith(f"error: {DOWNLOADS}40000000: the download broke off (connection reset")
     assert _left_behind(tmp_path) == []
 
@@ -212,12 +216,12 @@ def test_a_download_that_breaks_off_leaves_nothing_partial(capsys, monkeypatch, 
 def test_a_listing_that_is_not_a_file_list_is_refused(capsys, monkeypatch, tmp_path, body, what):
     server = _serve(monkeypatch, tmp_path, _idcia_files(tmp_path, 0))
     server.listing = body
-    code, out, err = _fetch(capsys, tmp_path)
+    code, _, err = _fetch(capsys, tmp_path)
     assert code == 2 and f"figshare answered {what}" in err and _left_behind(tmp_path) == []
 
 
 def test_a_server_that_ignores_the_page_parameter_cannot_loop_for_ever(capsys, monkeypatch, tmp_path):
     server = _serve(monkeypatch, tmp_path, _idcia_files(tmp_path, 1))  # exactly one full page
     server.listing = json.dumps(server.record()).encode()
-    code, out, err = _fetch(capsys, tmp_path)
+    code, _, err = _fetch(capsys, tmp_path)
     assert code == 2 and "page=2" in err and "lists 'notes_0.txt' a second time" in err

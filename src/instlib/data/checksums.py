@@ -49,7 +49,7 @@ def write_table(path: str | Path, table: dict[str, str]) -> Path:
 
 
 def read_table(path: str | Path, algorithm: str = "sha256") -> dict[str, str]:
-    """Read a ``sha256sum``- (or ``md5sum``-) format file: ``<hex>  <name>`` or ``<hex> *<name>`` lines, ``#`` comments."""
+    """Read a ``sha256sum`` (or ``md5sum``) file: ``<hex>  <name>`` or ``<hex> *<name>`` lines, ``#`` comments."""
     path, length = Path(path), DIGEST_LENGTH[algorithm]
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
