@@ -1,16 +1,25 @@
-"""Small folders in the folder format, built by the tests themselves."""
+"""Small folders in the folder format, built by the tests themselves; Hypothesis' settings profiles."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from instlib.data.images import write_image
 from instlib.data.points import write_points
 from instlib.data.simulate import colorize, render_fluorescence
 from instlib.data.synth import image_rng
+
+# 'ci' (the default) keeps the property tests under a minute on two cores; HYPOTHESIS_PROFILE=thorough
+# draws twenty times as many folders. No example database: the repository stays clean, and a failure
+# prints the blob that reproduces it.
+settings.register_profile("ci", max_examples=15, deadline=None, database=None, print_blob=True)
+settings.register_profile("thorough", max_examples=300, deadline=None, database=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def make_real_folder(root: Path, n: int = 3, shape=(768, 1024), cells=(7, 300), suffix=".jpg") -> Path:

@@ -113,35 +113,6 @@ def test_os_junk_is_ignored_by_check_with_a_note(capsys, real_folder: Path):
     assert "note: ignored 3 hidden or system file(s)" in out
 
 
-def test_fetch_unpacks_and_imports_the_shipped_archive(capsys, tmp_path: Path, monkeypatch):
-    """The figshare download as one zip of the shipped layout; only the network is replaced."""
-    import shutil
-
-    import pooch
-
-    import instlib.data.fetch as fetch
-
-    make_idcia(tmp_path / "IDCIA")
-    archive = Path(shutil.make_archive(str(tmp_path / "IDCIA_v1"), "zip", tmp_path, "IDCIA"))
-    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
-    monkeypatch.setattr(fetch, "_list_files", lambda ds, dest: [
-        {"name": archive.name, "download_url": "https://example.invalid/" + archive.name, "computed_md5": md5}])
-
-    def retrieve(url, known_hash, fname, path, processor=None, progressbar=False):
-        local = Path(path) / fname
-        local.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(archive, local)
-        assert known_hash == f"md5:{pooch.file_hash(str(local), alg='md5')}"
-        return processor(str(local), "download", None) if processor else str(local)
-
-    monkeypatch.setattr(fetch.pooch, "retrieve", retrieve)
-    code, out, err = run(capsys, "data", "fetch", "idcia", "--dest", tmp_path / "idcia", "--cache", tmp_path / "cache")
-    assert code == 0, err
-    manifest = read_manifest(tmp_path / "idcia").set_index("name")
-    assert manifest["split"].to_dict() == {n: split for n, (_, split, _) in IMAGES.items()}
-    assert "IDCIA_v1.zip.unzip/IDCIA/train.csv" in out
-
-
 def test_split_lists_with_a_header_line_and_commands_on_the_raw_layout(capsys, tmp_path: Path):
     src = tmp_path / "IDCIA"
     make_idcia(src)

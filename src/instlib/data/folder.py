@@ -26,9 +26,16 @@ from instlib.data.atomic import atomic_open, read_json, sweep_temporaries, write
 from instlib.data.images import IMAGE_SUFFIXES, image_size, is_image_file, read_image
 from instlib.data.listing import data_files, junk_files
 from instlib.data.points import read_points
+from instlib.data.tables import read_table
 from instlib.errors import DataError
 
 IMAGES, POINTS, MANIFEST, STAMP = "images", "points", "manifest.csv", "instlib.json"
+#: Manifest columns that hold numbers, and True/False flags, as the stages write them. Every other
+#: column (name, origin, style, split, stain, source, content, category, ...) is text, read as written.
+MANIFEST_NUMBERS = ("count", "seed", "base_seed", "height", "width", "cell_size", "strength", "steps", "guidance",
+                    "resolution", "tile_overlap", "fidelity_recall", "fidelity_spurious", "fidelity_blobs",
+                    "content_recall", "content_spurious")
+MANIFEST_FLAGS = ("adain", "reference_timesteps")
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,7 @@ def check_folder(root: str | Path) -> list[DataError]:
         except DataError as exc:
             problems.append(exc)
         else:
-            listed = dict(zip(manifest["name"].astype(str), manifest["count"]))
+            listed = dict(zip(manifest["name"], manifest["count"]))
             for name in sorted(set(listed) - set(images)):
                 problems.append(DataError(f"lists '{name}', which has no image", root / MANIFEST))
             for name, n in sorted(counts.items()):
@@ -162,22 +169,31 @@ def write_manifest(root: str | Path, rows: list[dict] | pd.DataFrame, shard: tup
     return path
 
 
+def read_manifest_file(path: str | Path) -> pd.DataFrame:
+    """One manifest file: text columns, :data:`MANIFEST_NUMBERS` and :data:`MANIFEST_FLAGS` converted.
+
+    Raises :class:`DataError` unless it has ``name`` and ``count`` and every row gives a count.
+    """
+    path = Path(path)
+    df = read_table(path, numbers=MANIFEST_NUMBERS, flags=MANIFEST_FLAGS)
+    if not {"name", "count"} <= set(df.columns):
+        raise DataError(f"has columns {list(df.columns)}; a manifest needs 'name' and 'count'", path)
+    uncounted = df["name"][df["count"].isna()]
+    if len(uncounted):
+        raise DataError(f"gives no count for '{uncounted.iloc[0]}'", path)
+    return df
+
+
 def read_manifest(root: str | Path) -> pd.DataFrame:
-    """The folder's manifest (all shards together), sorted by name."""
+    """The folder's manifest (all shards together, see :func:`read_manifest_file`), sorted by name."""
     root = Path(root)
     files = _manifest_files(root)
     if not files:
         raise DataError(f"has no {MANIFEST}", root)
-    frames = []
-    for f in files:
-        try:
-            df = pd.read_csv(f)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise DataError(f"cannot be parsed as CSV: {exc}", f) from exc
-        if not {"name", "count"} <= set(df.columns):
-            raise DataError(f"has columns {list(df.columns)}; a manifest needs 'name' and 'count'", f)
-        frames.append(df)
-    df = pd.concat(frames, ignore_index=True)
+    df = pd.concat([read_manifest_file(f) for f in files], ignore_index=True)
+    # A text column that only some shards have: its cells in the others are empty, not NaN.
+    text = [c for c in df.columns if c not in (*MANIFEST_NUMBERS, *MANIFEST_FLAGS)]
+    df[text] = df[text].fillna("")
     dupes = df["name"][df["name"].duplicated()]
     if len(dupes):
         raise DataError(f"lists '{dupes.iloc[0]}' more than once across {[f.name for f in files]}", root)

@@ -33,8 +33,7 @@ def origins(folder: str | Path) -> dict[str, frozenset[str]]:
     column = next((c for c in ("origin", "style") if c in manifest.columns), None)
     if column is None:
         return {}
-    cells = manifest[column].where(manifest[column].notna(), "").astype(str)
-    return {str(name): frozenset(n for n in cell.split(SEP) if n) for name, cell in zip(manifest["name"], cells)}
+    return {name: frozenset(n for n in cell.split(SEP) if n) for name, cell in zip(manifest["name"], manifest[column])}
 
 
 def sample_origins(samples: Sequence[Sample]) -> list[frozenset[str]]:

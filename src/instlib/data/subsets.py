@@ -9,14 +9,13 @@ style stages select by.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from instlib.data.folder import read_manifest
 from instlib.data.images import IMAGE_SUFFIXES
+from instlib.data.tables import read_rows
 from instlib.errors import DataError
 
 SPLIT, STAIN = "split", "stain"
@@ -46,10 +45,7 @@ def read_split_list(path: str | Path, image_stems: Iterable[str]) -> tuple[str, 
     split = SPLIT_LIST_STEMS.get(path.stem.lower())
     if split is None:
         return None
-    try:
-        rows = [r for r in csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"))) if any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot be read as a split list: {exc}", path) from exc
+    rows = read_rows(path)
     if not rows or any(len([c for c in r if c.strip()]) != 1 for r in rows):
         return None
     entries = [next(c for c in r if c.strip()).strip() for r in rows]
@@ -93,8 +89,8 @@ def split_names(folder: str | Path) -> dict[str, set[str]]:
         raise DataError(f"has no official split (no '{SPLIT}' column in its manifest; import a data set "
                         "that ships train/validation/test lists)", folder)
     # Hand-edited manifests may spell the parts as split lists do ("validation", "training").
-    column = manifest[SPLIT].fillna("").astype(str).str.strip().str.lower().map(SPLIT_LIST_STEMS)
-    return {s: set(manifest["name"].astype(str)[column == s]) for s in SPLITS}
+    column = manifest[SPLIT].str.strip().str.lower().map(SPLIT_LIST_STEMS)
+    return {s: set(manifest["name"][column == s]) for s in SPLITS}
 
 
 def stains_of(folder: str | Path) -> dict[str, str]:
@@ -107,4 +103,4 @@ def stains_of(folder: str | Path) -> dict[str, str]:
     if STAIN not in manifest.columns:
         raise DataError(f"has a manifest without a '{STAIN}' column; select its images with a name glob "
                         "(--names) instead", folder / "manifest.csv")
-    return dict(zip(manifest["name"].astype(str), manifest[STAIN].fillna("").astype(str)))
+    return dict(zip(manifest["name"], manifest[STAIN]))

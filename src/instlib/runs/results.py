@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from instlib.data.atomic import read_json
+from instlib.data.tables import read_table
 from instlib.runs.folders import CV_FILE, PREDICTIONS_FILE, RESULT_FILE, RESULTS_FILE, RUNS_DIR, SUMMARY_FILE
 from instlib.runs.profiles import PRIOR, Profile
 
@@ -24,6 +25,15 @@ METRICS = ("mae", "rmse", "acp")
 SOURCE_LABELS = {"real": "real", "synhc": "Syn-HC", "cell200": "Cell200-s", "inst": "InST",
                  "classical": "classical (no training)"}
 SOURCE_ORDER = list(SOURCE_LABELS.values())
+# The numeric columns of a cross-validation's tables (every other column, e.g. source, mix, model, name,
+# stain, is text); summary.csv has ``<metric>_mean`` / ``_std`` / ``_ci`` for every metric of results.csv.
+RESULTS_NUMBERS = ("fold", "seed", "mae", "rmse", "acp", "mae_center", "rmse_center", "acp_center", "n_test", "epochs",
+                   "finetune_epochs", "sigma", "wall_s", "excluded", "pretrain_epoch", "final_epoch")
+PREDICTIONS_NUMBERS = ("true", "pred", "true_center", "pred_center")
+
+
+def _summary_number(column: str) -> bool:
+    return column.endswith(("_mean", "_std", "_ci")) or column in ("runs", "seeds")
 
 
 def label_sources(df: pd.DataFrame) -> pd.DataFrame:
@@ -38,12 +48,12 @@ def label_sources(df: pd.DataFrame) -> pd.DataFrame:
 
 def _results(cv_dir) -> pd.DataFrame:
     """``results.csv`` of a cross-validation folder: one row per run, with run-folder source names."""
-    return pd.read_csv(Path(cv_dir) / RESULTS_FILE)
+    return read_table(Path(cv_dir) / RESULTS_FILE, numbers=RESULTS_NUMBERS)
 
 
 def load_summary(cv_dir, *, mixes=None, sources=None) -> pd.DataFrame:
     """``summary.csv`` of a cross-validation folder with display names, optionally filtered."""
-    df = pd.read_csv(Path(cv_dir) / SUMMARY_FILE)
+    df = read_table(Path(cv_dir) / SUMMARY_FILE, numbers=_summary_number)
     if mixes is not None:
         df = df[df["mix"].isin(list(mixes))]
     if sources is not None:
@@ -54,10 +64,8 @@ LABELS = {"mae": "MAE", "rmse": "RMSE", "acp": "ACP (%)"}
 
 def paper_results() -> pd.DataFrame:
     """The paper's published numbers (source, mix, metric, value, exact, note)."""
-    with resources.files("instlib.runs").joinpath("paper_results.csv").open() as fh:
-        df = pd.read_csv(fh)
-    df["exact"] = df["exact"].astype(str).str.lower() == "true"
-    return df
+    with resources.as_file(resources.files("instlib.runs").joinpath("paper_results.csv")) as path:
+        return read_table(path, numbers=("value",), flags=("exact",))
 
 
 def mean_pm(mean: float, spread: float, digits: int = 2) -> str:
@@ -220,7 +228,7 @@ def cv_predictions(cv_dir, mix: str | None = "none"):
             continue
         pred = result.with_name(PREDICTIONS_FILE)
         if pred.is_file():
-            df = pd.read_csv(pred)
+            df = read_table(pred, numbers=PREDICTIONS_NUMBERS)
             frames.append(df.assign(source=meta["source"], mix=meta["mix"], fold=meta["fold"], seed=meta["seed"]))
     if not frames:
         return pd.DataFrame(columns=["source", "mix", "fold", "seed", "name", "true", "pred"])

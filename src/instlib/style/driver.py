@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from instlib.config.style import TransferConfig
 from instlib.data.atomic import atomic_write_bytes
-from instlib.data.folder import (IMAGES, POINTS, Sample, manifest_name, prepare_output, validate_folder,
-                                 write_manifest)
+from instlib.data.folder import (IMAGES, MANIFEST, POINTS, Sample, manifest_name, prepare_output, read_manifest,
+                                 read_manifest_file, validate_folder, write_manifest)
 from instlib.data.images import IMAGE_SUFFIXES, is_image_file, write_image
 from instlib.data.points import read_points
 from instlib.data.provenance import format_origin, origins
@@ -50,9 +50,8 @@ def image_seed(seed: int, name: str) -> int:
 
 def _style_keys(content_dir: Path, samples: list[Sample]) -> dict[str, str]:
     keys = {s.name: s.name for s in samples}
-    manifest = content_dir / "manifest.csv"
-    if manifest.is_file():
-        df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    if (content_dir / MANIFEST).is_file():
+        df = read_manifest(content_dir)
         if "style" in df.columns:
             keys.update({n: st for n, st in zip(df["name"], df["style"]) if st and n in keys})
     return keys
@@ -109,8 +108,8 @@ def _finished(out: Path, shard: tuple[int, int] | None) -> dict[str, dict]:
     path = out / manifest_name(shard)
     if not path.is_file():
         return {}
-    rows = pd.read_csv(path, keep_default_na=False).to_dict("records")
-    return {str(r["name"]): r for r in rows if (out / IMAGES / f"{r['name']}.png").is_file()}
+    rows = read_manifest_file(path).to_dict("records")
+    return {r["name"]: r for r in rows if (out / IMAGES / f"{r['name']}.png").is_file()}
 
 
 def _provenance(sample: Sample, style: Path, token: StyleToken) -> dict:
