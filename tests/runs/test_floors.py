@@ -17,25 +17,33 @@ def _name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def declared_floors() -> dict[str, str]:
+def _release(version: str) -> tuple[int, ...]:
+    """``2.0`` and ``2.0.0`` alike: the numbers without trailing zeros."""
+    parts = [int(x) for x in version.split(".")]
+    while parts and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+def declared_floors() -> dict[str, tuple[int, ...]]:
     """Package -> floor of every dependency in pyproject.toml (each has exactly one ``>=`` floor)."""
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     floors = {}
     for dep in deps:
         m = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9][0-9.]*)", dep)
         assert m, f"{dep!r} is not NAME>=FLOOR"
-        floors[_name(m.group(1))] = m.group(2)
+        floors[_name(m.group(1))] = _release(m.group(2))
     return floors
 
 
-def pinned_floors() -> dict[str, str]:
+def pinned_floors() -> dict[str, tuple[int, ...]]:
     pins = {}
     for line in FLOORS.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             name, sep, version = line.partition("==")
             assert sep and version, f"{line!r} is not NAME==VERSION"
-            pins[_name(name)] = version
+            pins[_name(name)] = _release(version)
     return pins
 
 
@@ -44,9 +52,10 @@ def test_the_floor_pins_are_pyprojects_floors():
     assert {"transformers", "diffusers", "timm", "accelerate", "pydantic", "scipy", "pandas"} <= set(declared)
     assert pinned_floors() == {k: v for k, v in declared.items() if k not in UNPINNED}
     # the floors the APIs in use demand
-    assert [int(x) for x in declared["transformers"].split(".")[:2]] >= [4, 56]  # from_pretrained(dtype=)
-    assert [int(x) for x in declared["pydantic"].split(".")[:2]] >= [2, 7]  # use_attribute_docstrings
-    assert [int(x) for x in declared["diffusers"].split(".")[:2]] >= [0, 35]  # diffusers.models.attention.AttentionMixin
+    assert declared["transformers"] >= (4, 56)  # from_pretrained(dtype=)
+    assert declared["pydantic"] >= (2, 7)  # use_attribute_docstrings
+    assert declared["diffusers"] >= (0, 35)  # diffusers.models.attention.AttentionMixin
+    assert declared["timm"] >= (1, 0, 10)  # test_efficientnet, test_resnet
 
 
 def test_ci_runs_the_fast_tests_on_the_floor_versions():

@@ -65,7 +65,7 @@ def setup(profile: str = "demo", run_dir: str | Path | None = None, *, notebook_
     full = resolve_models(get_profile(profile, **parameters))
     prof = declared_only(full, set(parameters))
     root = Path(run_dir) if run_dir else default_run_dir(prof.name)
-    if on_colab() and root.resolve().is_relative_to(COLAB_DRIVE):
+    if on_colab() and root.resolve().is_relative_to(COLAB_DRIVE.resolve()):
         mount_drive()
     layout = RunLayout(root)
     layout.root.mkdir(parents=True, exist_ok=True)
