@@ -167,3 +167,15 @@ def test_off_colab_the_run_folder_stays_local(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     monkeypatch.chdir(tmp_path)
     assert nbglue.setup("smoke")[1].root == Path("runs") / "smoke" and (tmp_path / "runs" / "smoke").is_dir()
+
+
+def test_the_driver_tells_its_kernels_which_project_they_belong_to(project, tmp_path):
+    """So a notebook the driver runs finds the notebooks before it in the driver's project (here not the one
+    beside the package's sources, which the kernel would find otherwise)."""
+    write_notebook(project / "notebooks" / "01_first.ipynb", 'from pathlib import Path\n'
+                   'from instlib.runs.reproduce import project_root\n'
+                   'Path(run_dir, "root.txt").write_text(str(project_root()))\n')
+    run = tmp_path / "run"
+    rp.execute_notebooks(SMOKE, run, notebooks=[project / "notebooks" / "01_first.ipynb"], echo=lambda m: None,
+                         progress=False, cwd=tmp_path)
+    assert (run / "root.txt").read_text() == str(project.resolve())

@@ -59,6 +59,8 @@ NOTEBOOK_DIR = "notebooks"
 #: Jupyter Book's tag for a cell the rendered page leaves out (the executed notebook keeps it).
 REMOVE_CELL = "remove-cell"
 INJECTED_TAG = "injected-parameters"
+#: The project whose notebooks a kernel started by :func:`execute_notebooks` belongs to (for :func:`run_earlier`).
+PROJECT_ENV = "INSTLIB_PROJECT"
 #: The kernel's own log (not the notebook's output) at ERROR: its start-up chatter would bury the progress.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
@@ -75,6 +77,8 @@ def project_root(start: Path | None = None) -> Path:
     """The folder with ``notebooks/`` and ``_config.yml``: the current folder or one above it,
     else the checkout the package was installed from (editable installs)."""
     candidates: list[Path] = []
+    if os.environ.get(PROJECT_ENV):  # set by execute_notebooks for its kernels: the project it runs
+        candidates.append(Path(os.environ[PROJECT_ENV]))
     here = (start or Path.cwd()).resolve()
     candidates += [here, *here.parents]
     candidates.append(provenance.source_root().parent.parent)  # src/instlib -> repository root
@@ -268,7 +272,7 @@ def execute_notebooks(profile: Profile, run_dir: str | Path, *, notebooks: list[
         bar: bool | dict = {"desc": f"  {name}", "leave": False} if progress else False
         try:
             with _kernel_env(TQDM_DISABLE="1", MPLBACKEND="module://matplotlib_inline.backend_inline",
-                             PYTHONWARNINGS="ignore"):
+                             PYTHONWARNINGS="ignore", **{PROJECT_ENV: str(nb.parent.parent.resolve())}):
                 papermill.execute_notebook(str(nb), str(out), parameters=params, kernel_name=kernel_name,
                                            progress_bar=bar, cwd=str(cwd or nb.parent), log_output=False,
                                            extra_arguments=KERNEL_ARGUMENTS)
