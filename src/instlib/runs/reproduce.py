@@ -74,8 +74,9 @@ class NotebookResult:
 
 
 def project_root(start: Path | None = None) -> Path:
-    """The folder with ``notebooks/`` and ``_config.yml``: the current folder or one above it,
-    else the checkout the package was installed from (editable installs)."""
+    """The folder with ``notebooks/`` and ``_config.yml``: the project of the driver that started this kernel
+    (:data:`PROJECT_ENV`), the current folder or one above it, the checkout the package was installed from
+    (editable installs), else a clone of the installed commit (:func:`installed_checkout`)."""
     candidates: list[Path] = []
     if os.environ.get(PROJECT_ENV):  # set by execute_notebooks for its kernels: the project it runs
         candidates.append(Path(os.environ[PROJECT_ENV]))
