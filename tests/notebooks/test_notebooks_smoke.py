@@ -244,7 +244,7 @@ def test_paper_profile_runs_offline_with_local_models(paper_inputs, reference_cl
             "tokens.steps": "3", "tokens.resolution": "64", "transfer.resolution": "64", "transfer.steps": "4",
             "sweep.strengths": "[0.5, 0.9]", "sweep.shown": "1", "sweep.images": "3", "count.epochs": "1",
             "count.finetune_epochs": "1", "count.crop_size": "32", "cv.mixes": "[none]", "data.gradual_steps": "3",
-            "device": "cpu"}
+            "count.split": "official", "device": "cpu"}  # the official split: one fold (the profile's CV has 5)
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     proc = instlib("reproduce", "--profile", "paper", "--out", str(run), "--no-book", *args,
                    env={"HF_HOME": str(paper_inputs["hf_home"]), "HF_HUB_OFFLINE": "1"})
@@ -261,17 +261,20 @@ def test_paper_profile_runs_offline_with_local_models(paper_inputs, reference_cl
     seen = {n for t in tokens for n in t.info["names"]}
     assert seen and all("_DAPI_" in n for n in seen) and not any(f"_F{i}_" in n for n in seen for i in range(13, 16))
     assert {t.reference_clip_input for t in tokens} == {reference_clip_input == "true"}
-    # Syn-HC and InST: drawn from and styled after the DAPI images only, InST with the local model
+    # Syn-HC: drawn from every stain's points (as the authors); InST: each styled after a DAPI image (the marker
+    # images here have no DAPI image of their field: the one of the nearest count), with the local model
     synhc = pd.read_csv(run / "data" / "synhc" / "manifest.csv")
-    assert len(synhc) == 16 and synhc["origin"].str.contains("_DAPI_").all()
+    assert len(synhc) == 20 and synhc["origin"].str.contains("_Cy3_").sum() == 4
     inst = pd.read_csv(run / "data" / "inst" / "manifest.csv")
-    assert len(inst) == 16 and set(inst["model"]) == {str(sd)} and inst["name"].str.contains("_DAPI_").all()
+    assert len(inst) == 20 and set(inst["model"]) == {str(sd)} and inst["style"].str.contains("_DAPI_").all()
+    assert (inst.loc[inst["name"].str.contains("_DAPI_"), "style"] == inst.loc[inst["name"].str.contains("_DAPI_"),
+                                                                             "name"]).all()
     # Counting: the authors' recipe on the official split; synthetic images drawn from test images left out
     results = pd.read_csv(run / "count" / "cv" / "results.csv")
     deep = results[results["source"] != "classical"]
     assert set(deep["recipe"]) == {"authors"} and set(results["split"]) == {"official"} and set(results["fold"]) == {0}
     assert set(results["n_test"]) == {5}  # 3 DAPI and 2 Cy3 test images
-    assert (results.loc[results["source"] == "synhc", "excluded"] == 3).all()  # drawn from the 3 DAPI test images
+    assert (results.loc[results["source"] == "synhc", "excluded"] == 5).all()  # drawn from the 5 test images
     runs = list((run / "count" / "cv" / "runs").glob("*/run.json"))
     assert runs and all(json.loads(p.read_text())["config"]["pretrained"] for p in runs)
     for stem in NOTEBOOKS:

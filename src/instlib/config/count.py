@@ -143,7 +143,8 @@ class TrainConfig(Config):
     channels_last: bool = True
     """Channels-last memory layout (faster convolutions)."""
     amp: bool = True
-    """bf16 autocast on GPUs."""
+    """Half-precision autocast on GPUs: bf16 from compute capability 8.0, fp16 below (fp32 when training without
+    loss scaling)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -13,6 +13,19 @@ from torch import nn
 from instlib.count.encoders import ENCODERS, create_encoder
 from instlib.errors import InstlibError
 
+#: The ImageNet weights a backbone named without a pretrained tag loads, pinned because timm's default tag
+#: changes between releases. EfficientNet-B0: the authors' torchvision ``IMAGENET1K_V1`` weights are timm's
+#: ``efficientnet_b0.ra_in1k`` (RandAugment, ImageNet top-1 77.7%) converted to torchvision's module names:
+#: torchvision first published them as ``efficientnet_b0_rwightman-3dd342df.pth``, after timm's file
+#: ``efficientnet_b0_ra-3dd342df.pth``, then renamed them after the converted file's own SHA-256,
+#: ``efficientnet_b0_rwightman-7f5810bc.pth`` (pytorch/vision issues 7744 and 8034).
+PRETRAINED_TAGS = {"efficientnet_b0": "ra_in1k"}
+
+
+def pretrained_name(name: str) -> str:
+    """``name`` with its pinned pretrained tag (:data:`PRETRAINED_TAGS`) when it names none."""
+    return f"{name}.{PRETRAINED_TAGS[name]}" if name in PRETRAINED_TAGS else name
+
 
 def check_backbone(name: str, pretrained: bool) -> None:
     """Raise :class:`InstlibError` at once if ``name`` is no model (timm's, or one of :data:`ENCODERS`) or its
@@ -28,7 +41,7 @@ def check_backbone(name: str, pretrained: bool) -> None:
         raise InstlibError(f"'{name}' is not a timm model (for example efficientnet_b0, mobilenetv3_small_050, "
                            f"or test_efficientnet for quick tests) nor one of {', '.join(ENCODERS)}")
     # Offline, fail now rather than after the hub client's retries and timeouts.
-    if pretrained and not _weights_cached(name) and not _hub_reachable():
+    if pretrained and not _weights_cached(pretrained_name(name)) and not _hub_reachable():
         raise InstlibError(f"ImageNet weights for '{name}' are not in the local cache and huggingface.co cannot "
                            "be reached (offline?); run once with internet access to cache them, or pass "
                            "--no-pretrained (pretrained=False) to start from scratch")
@@ -36,7 +49,8 @@ def check_backbone(name: str, pretrained: bool) -> None:
 
 def create_backbone(name: str, pretrained: bool, *, features_only: bool = False,
                     drop_path_rate: float = 0.0) -> nn.Module:
-    """A ``timm`` feature extractor (or one of :data:`ENCODERS`, from scratch); ImageNet weights if ``pretrained``.
+    """A ``timm`` feature extractor (or one of :data:`ENCODERS`, from scratch); ImageNet weights if ``pretrained``
+    (those of :func:`pretrained_name`).
 
     Without ``features_only``: the model with no classifier and no pooling (``forward_features``
     gives the last feature map). With it: the model returns the feature map of every stage
@@ -53,7 +67,7 @@ def create_backbone(name: str, pretrained: bool, *, features_only: bool = False,
     if not pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)
     try:
-        return timm.create_model(name, pretrained=True, **kwargs)
+        return timm.create_model(pretrained_name(name), pretrained=True, **kwargs)
     except (OSError, RuntimeError, ValueError) as exc:  # download or cache failures
         raise InstlibError(f"cannot load ImageNet weights for '{name}': {exc}; pass --no-pretrained "
                            "(pretrained=False) to start from scratch") from exc

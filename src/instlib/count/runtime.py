@@ -1,4 +1,7 @@
-"""Device, precision and seeding: the few places where CPU and GPU runs differ."""
+"""Device, precision and seeding: the few places where CPU and GPU runs differ.
+
+:func:`pick_device` and :func:`grad_scaler` are :mod:`instlib.runs.device`'s, shared with the style stages.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +11,18 @@ import random
 import numpy as np
 import torch
 
-
-def pick_device(device: str | None = None) -> torch.device:
-    """``device`` if given, else the GPU when there is one, else the CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from instlib.runs.device import autocast_dtype, grad_scaler, pick_device
 
 
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (no loss scaling needed); full precision on the CPU, where bf16 is not faster."""
-    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast(device: torch.device, enabled: bool = True, *,
+             scaler: torch.amp.GradScaler | None = None) -> contextlib.AbstractContextManager:
+    """Autocast in the device's half type (:mod:`instlib.runs.device`: bf16 on sm_80+, fp16 below); full
+    precision on the CPU, where half types are not faster. A training step (gradients enabled) gets fp16
+    only with an enabled ``scaler`` (:func:`grad_scaler`) for its loss, else it runs in fp32."""
+    dtype = autocast_dtype(device, training=torch.is_grad_enabled(), scaler=scaler) if enabled else None
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -34,3 +36,6 @@ def seed_everything(seed: int) -> torch.Generator:
 def as_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """Model input layout: channels-last makes EfficientNet's convolutions ~1.5x faster on CPU."""
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+__all__ = ["as_input", "autocast", "grad_scaler", "pick_device", "seed_everything"]

@@ -1,7 +1,10 @@
 """What every notebook does first, and the small glue between a profile and the library calls.
 
 A notebook's setup cell is ``P, run = setup_from(globals())``: the profile with the notebook's
-parameters applied (``None`` = the profile's value), and the run folder layout. Paths a page prints
+parameters applied (``None`` = the profile's value), and the run folder layout. A notebook run on its
+own first runs the notebooks before it that have not finished in its run folder
+(:func:`instlib.runs.reproduce.run_earlier`); on Colab the run folder defaults to Google Drive, mounted
+first, so that a disconnected VM loses nothing (:func:`default_run_dir`). Paths a page prints
 go through ``run.rel(path)`` (relative to the run folder), so the book shows no machine's paths.
 :func:`banner` shows the warnings a reader must see (random diffusion weights, simulated data);
 :func:`describe` says in one line which profile, data and models produced a number or figure.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import html
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,17 +26,48 @@ from instlib.data.atomic import atomic_path
 from instlib.errors import DataError, InstlibError
 from instlib.runs.layout import RunLayout
 from instlib.runs.profiles import PRIOR, SETTINGS, Profile, declared_only, get_profile, resolve_models
+from instlib.runs.reproduce import run_earlier
 
 
-def setup(profile: str = "demo", run_dir: str | Path | None = None, **parameters: Any) -> tuple[Profile, RunLayout]:
+#: Where Colab mounts Google Drive, and the folder in it that holds the runs (they outlive the VM).
+COLAB_DRIVE = Path("/content/drive")
+COLAB_RUNS = Path("MyDrive") / "inst-microscopy" / "runs"
+
+
+def on_colab() -> bool:
+    """Whether this kernel runs on Google Colab."""
+    return "google.colab" in sys.modules
+
+
+def default_run_dir(profile: str) -> Path:
+    """``runs/PROFILE``; on Colab the same on Google Drive, where a disconnect or a new VM loses nothing."""
+    return COLAB_DRIVE / COLAB_RUNS / profile if on_colab() else Path("runs") / profile
+
+
+def mount_drive() -> None:
+    """Mount Google Drive at :data:`COLAB_DRIVE` unless it is mounted (Colab asks the user for access once)."""
+    if (COLAB_DRIVE / "MyDrive").is_dir():
+        return
+    from google.colab import drive
+
+    drive.mount(str(COLAB_DRIVE))
+
+
+def setup(profile: str = "demo", run_dir: str | Path | None = None, *, notebook_name: str | None = None,
+          **parameters: Any) -> tuple[Profile, RunLayout]:
     """Resolve the profile (``None`` parameters keep the profile's value) and the run folder.
 
     The profile returned lets the notebook read only the ``parameters`` it declared (see
     :func:`~instlib.runs.profiles.declared_only`): a setting it did not declare would never receive the
-    run's value.
+    run's value. ``notebook_name`` (the notebook's file stem): first run the notebooks before it that have not
+    finished in the run folder, with this profile (:func:`~instlib.runs.reproduce.run_earlier`).
     """
-    prof = declared_only(resolve_models(get_profile(profile, **parameters)), set(parameters))
-    layout = RunLayout(Path(run_dir) if run_dir else Path("runs") / prof.name)
+    full = resolve_models(get_profile(profile, **parameters))
+    prof = declared_only(full, set(parameters))
+    root = Path(run_dir) if run_dir else default_run_dir(prof.name)
+    if on_colab() and root.resolve().is_relative_to(COLAB_DRIVE.resolve()):
+        mount_drive()
+    layout = RunLayout(root)
     layout.root.mkdir(parents=True, exist_ok=True)
     try:
         import matplotlib as mpl
@@ -43,15 +78,18 @@ def setup(profile: str = "demo", run_dir: str | Path | None = None, **parameters
                              "image.interpolation": "nearest"})
     except ImportError:  # pragma: no cover
         pass
+    if notebook_name:
+        run_earlier(full, layout.root, notebook_name)
     return prof, layout
 
 
 def setup_from(namespace: Mapping[str, Any]) -> tuple[Profile, RunLayout]:
-    """:func:`setup` with the parameters a notebook defined: ``profile``, ``run_dir`` and every
+    """:func:`setup` with the parameters a notebook defined: ``profile``, ``run_dir``, ``notebook_name`` and every
     profile field found in ``namespace`` (the notebook's ``globals()`` after its parameters cell),
     so the setup cell does not repeat the parameter names."""
     fields = {name: namespace[name] for name in Profile.model_fields if name in namespace and name in SETTINGS}
-    return setup(namespace.get("profile", "demo"), namespace.get("run_dir"), **fields)
+    return setup(namespace.get("profile", "demo"), namespace.get("run_dir"),
+                 notebook_name=namespace.get("notebook_name"), **fields)
 
 
 # ---------------------------------------------------------------- what produced the numbers

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, PrivateAttr
@@ -72,10 +72,15 @@ class DataConfig(Config):
     gradual_steps: int = Field(5, ge=1)
     """Images in the gradual-count series made from one real coordinate list."""
     stain: str | None = None
-    """Syn-HC is drawn from, tokens are trained on and InST is styled with real images of this stain only
-    (the manifest's stain column); the counting models still see every real image."""
+    """Tokens are trained on and InST is styled with real images of this stain only (the manifest's stain
+    column), and Syn-HC is drawn from them unless synhc_from is all; the counting models still see every real
+    image."""
     names: str | None = None
     """Name glob with the same role as stain, for folders whose manifest has no stain column."""
+    synhc_from: Literal["selection", "all"] = "selection"
+    """Real images Syn-HC is drawn from: selection (those of stain / names) or all (every stain's points, as the
+    authors: an image drawn from a marker stain is styled with the image of that stain of the same field, else
+    with the one of the nearest count)."""
     cell200: str | None = None
     """Cell200-s as a folder-format path (instlib data import CELL200/ --format dots), or None to leave it out:
     it has no stable download address."""
@@ -287,20 +292,22 @@ DEMO = Profile(
 
 PAPER = Profile(
     name="paper",
-    description="The paper's setting: Stable Diffusion v1.4 with the CLIP ViT-L/14 image encoder and the "
-                "authors' CLIP input, DAPI images, ImageNet EfficientNet-B0 regression trained with the "
-                "authors' recipe on IDCIA's official split; mixing is the authors' 'DACS with CutMix' "
-                "(CutMix; DACS with pseudo-labels needs a density output: --set count.head=density). "
-                "Needs a GPU and internet.",
-    budget="hours on one GPU",
-    data=DataConfig(real="idcia", n_real=0, image_size=800, cells=(1, 300), gradual_steps=10, stain="DAPI"),
+    description="The paper's setting: Stable Diffusion v1.4 with the CLIP ViT-L/14 image encoder, the authors' "
+                "CLIP input and inversion timestep, tokens and InST styled after DAPI images, Syn-HC drawn from "
+                "every stain's points, ImageNet EfficientNet-B0 regression (torchvision's weights) trained with "
+                "the authors' recipe in their 5-fold cross-validation stratified by count (IDCIA's official "
+                "split: --set count.split=official); mixing is the authors' 'DACS with CutMix' (CutMix; DACS "
+                "with pseudo-labels needs a density output: --set count.head=density). Needs a GPU and internet.",
+    budget="hours on one GPU (computed in book/reproducibility.md: about 3 h on a T4, under 1 h on an A100)",
+    data=DataConfig(real="idcia", n_real=0, image_size=800, cells=(1, 300), gradual_steps=10, stain="DAPI",
+                    synhc_from="all"),
     synth=SynHCConfig(cell_size=15),
     diffusion_model=SD14, image_encoder=CLIP_L14,
     density_categories=((0, 49), (50, 149), (150, 100_000)),
     tokens=TokenTrainingConfig(steps=1000, resolution=512, seed=42, reference_clip_input=True),
-    transfer=TransferConfig(strength=0.7, steps=50, guidance=10.0, resolution=512),
+    transfer=TransferConfig(strength=0.7, steps=50, guidance=10.0, resolution=512, reference_timesteps=True),
     sweep=SweepConfig(strengths=(0.3, 0.5, 0.7, 0.9), images=40, shown=4),
-    count=TrainConfig(recipe="authors", split="official", model="efficientnet_b0", pretrained=True, epochs=25,
+    count=TrainConfig(recipe="authors", split="stratified", model="efficientnet_b0", pretrained=True, epochs=25,
                       finetune_epochs=25, batch_size=8, crop_size=200),
     cv=GridConfig(folds=5, seeds=(42,), mixes=("none", "cutmix")),
 )

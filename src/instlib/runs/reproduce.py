@@ -13,6 +13,12 @@ For each ``notebooks/NN_name.ipynb``:
    cell (it holds the machine's run folder) is tagged ``remove-cell`` like the parameters cell, so
    the book leaves both out while the executed notebook keeps them.
 
+A notebook run on its own (Colab, Jupyter, papermill) declares its name in its ``notebook_name`` parameter;
+its setup runs, through :func:`execute_notebooks`, the notebooks before it that have not finished in
+its ``run_dir`` (:func:`run_earlier`), so each one works alone in an empty run folder and picks up
+after a disconnect. Without a checkout, as after ``pip install git+URL`` on Colab, the notebooks come
+from a clone of the installed commit (:func:`installed_checkout`).
+
 Then the book sources (``_config.yml``, ``_toc.yml``, ``book/``) and the executed notebooks are
 copied into ``RUN/book`` (same relative layout as the repository, so the same ``_toc.yml`` serves
 both) and built with ``jupyter-book build -W -n --keep-going`` (warnings are errors; notebooks are
@@ -28,6 +34,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -42,14 +49,18 @@ from instlib.runs import provenance
 from instlib.runs.layout import RunLayout
 from instlib.runs.profiles import SETTINGS, Profile, get_profile, resolve_models
 
-#: Parameters every notebook may declare besides the profile's fields.
-RUN_PARAMETERS = ("profile", "run_dir")
+#: Parameters a notebook may declare besides the profile's fields: the profile's name, the run folder, and
+#: the notebook's own name (for :func:`run_earlier` when it runs alone). The first two are required.
+RUN_PARAMETERS = ("profile", "run_dir", "notebook_name")
+REQUIRED_PARAMETERS = RUN_PARAMETERS[:2]
 BOOK_FILES = ("_config.yml", "_toc.yml")
 BOOK_DIR = "book"
 NOTEBOOK_DIR = "notebooks"
 #: Jupyter Book's tag for a cell the rendered page leaves out (the executed notebook keeps it).
 REMOVE_CELL = "remove-cell"
 INJECTED_TAG = "injected-parameters"
+#: The project whose notebooks a kernel started by :func:`execute_notebooks` belongs to (for :func:`run_earlier`).
+PROJECT_ENV = "INSTLIB_PROJECT"
 #: The kernel's own log (not the notebook's output) at ERROR: its start-up chatter would bury the progress.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
@@ -63,17 +74,72 @@ class NotebookResult:
 
 
 def project_root(start: Path | None = None) -> Path:
-    """The folder with ``notebooks/`` and ``_config.yml``: the current folder or one above it,
-    else the checkout the package was installed from (editable installs)."""
+    """The folder with ``notebooks/`` and ``_config.yml``: the project of the driver that started this kernel
+    (:data:`PROJECT_ENV`), the current folder or one above it, the checkout the package was installed from
+    (editable installs), else a clone of the installed commit (:func:`installed_checkout`)."""
     candidates: list[Path] = []
+    if os.environ.get(PROJECT_ENV):  # set by execute_notebooks for its kernels: the project it runs
+        candidates.append(Path(os.environ[PROJECT_ENV]))
     here = (start or Path.cwd()).resolve()
     candidates += [here, *here.parents]
     candidates.append(provenance.source_root().parent.parent)  # src/instlib -> repository root
     for c in candidates:
-        if (c / NOTEBOOK_DIR).is_dir() and (c / "_config.yml").is_file():
+        if _is_project(c):
             return c
+    checkout = installed_checkout()
+    if checkout is not None:
+        return checkout
     raise InstlibError("cannot find the project's notebooks/ and _config.yml; run from a clone of the "
                        "repository or pass --project")
+
+
+def _is_project(folder: Path) -> bool:
+    return (folder / NOTEBOOK_DIR).is_dir() and (folder / "_config.yml").is_file()
+
+
+def _direct_url() -> dict[str, Any] | None:
+    """What pip recorded about where it installed the package from (PEP 610 ``direct_url.json``), if anything."""
+    from importlib import metadata
+
+    try:
+        text = metadata.distribution("instlib").read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        return None
+    return json.loads(text) if text else None
+
+
+def cache_dir() -> Path:
+    """Where instlib keeps what it fetched for itself (``$XDG_CACHE_HOME/instlib``, else ``~/.cache/instlib``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "instlib"
+
+
+def installed_checkout() -> Path | None:
+    """The project's files for a package installed from git (``pip install git+URL``, as on Colab), which
+    brings the library but not the notebooks and book: a clone of that repository at the installed commit,
+    made once in :func:`cache_dir`. None when the package was not installed from git."""
+    info = _direct_url() or {}
+    vcs = info.get("vcs_info", {})
+    if vcs.get("vcs") != "git" or not vcs.get("commit_id") or not info.get("url"):
+        return None
+    dest = cache_dir() / f"project-{vcs['commit_id'][:12]}"
+    if _is_project(dest):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
+    try:
+        for cmd in (["git", "clone", "--quiet", "--no-checkout", info["url"], str(tmp)],
+                    ["git", "-C", str(tmp), "checkout", "--quiet", vcs["commit_id"]]):
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise InstlibError(f"cannot fetch the project's notebooks from {info['url']}: {' '.join(cmd[:3])} "
+                                   f"failed: {proc.stderr.strip() or proc.returncode}")
+        tmp.rename(dest)  # in one step: a half-made clone is never taken for the project
+    except OSError as exc:
+        if not _is_project(dest):  # else another process made the same clone first
+            raise InstlibError(f"cannot fetch the project's notebooks from {info['url']}: {exc}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 def list_notebooks(folder: Path) -> list[Path]:
@@ -106,11 +172,11 @@ def notebook_parameters(notebook: Path, profile: Profile, run_dir: Path) -> dict
         raise InstlibError(
             f"declares parameter(s) {', '.join(unknown)} that no profile defines; valid parameters: "
             f"{', '.join(sorted(valid))}", notebook)
-    missing = [n for n in RUN_PARAMETERS if n not in names]
+    missing = [n for n in REQUIRED_PARAMETERS if n not in names]
     if missing:
         raise InstlibError(f"its parameters cell does not declare {', '.join(missing)} (found: {', '.join(names)}); "
                            "every notebook takes profile and run_dir", notebook)
-    base = {"profile": profile.name, "run_dir": str(run_dir)}
+    base = {"profile": profile.name, "run_dir": str(run_dir), "notebook_name": notebook.stem}
     fields = [n for n in names if n not in RUN_PARAMETERS]
     return {**{n: base[n] for n in names if n in base}, **profile.parameters(fields)}
 
@@ -207,7 +273,7 @@ def execute_notebooks(profile: Profile, run_dir: str | Path, *, notebooks: list[
         bar: bool | dict = {"desc": f"  {name}", "leave": False} if progress else False
         try:
             with _kernel_env(TQDM_DISABLE="1", MPLBACKEND="module://matplotlib_inline.backend_inline",
-                             PYTHONWARNINGS="ignore"):
+                             PYTHONWARNINGS="ignore", **{PROJECT_ENV: str(nb.parent.parent.resolve())}):
                 papermill.execute_notebook(str(nb), str(out), parameters=params, kernel_name=kernel_name,
                                            progress_bar=bar, cwd=str(cwd or nb.parent), log_output=False,
                                            extra_arguments=KERNEL_ARGUMENTS)
@@ -220,6 +286,31 @@ def execute_notebooks(profile: Profile, run_dir: str | Path, *, notebooks: list[
         results.append(NotebookResult(name, "ran", dt, out))
         previous = stamp
     return results
+
+
+def finished(layout: RunLayout, notebook: Path) -> bool:
+    """Whether ``notebook`` ran to its end in this run folder (its stamp and its executed copy are there)."""
+    return (layout.stamps / f"{notebook.stem}.json").is_file() and (layout.notebooks / notebook.name).is_file()
+
+
+def run_earlier(profile: Profile, run_dir: str | Path, notebook: str, *, project: Path | None = None,
+                echo: Callable[[str], None] = print) -> list[NotebookResult]:
+    """Run the notebooks before ``notebook`` (its file stem) into ``run_dir`` when one of them has not finished
+    there, with :func:`execute_notebooks`: those whose stamp is unchanged are skipped, the others run, and a
+    notebook interrupted half-way resumes from the work its stages saved. Nothing runs when all have finished,
+    as under ``instlib reproduce``, which runs them in order itself."""
+    notebooks = list_notebooks((project or project_root()) / NOTEBOOK_DIR)
+    names = [nb.stem for nb in notebooks]
+    if notebook not in names:
+        raise InstlibError(f"is not one of the project's notebooks ({', '.join(names)}): set the parameter "
+                           "notebook_name to this notebook's file name without .ipynb", notebook)
+    layout = RunLayout(Path(run_dir))
+    earlier = notebooks[:names.index(notebook)]
+    if all(finished(layout, nb) for nb in earlier):
+        return []
+    echo(f"{notebook} needs the results of {', '.join(nb.stem for nb in earlier)} in {layout.root}; running "
+         "those that have not finished there first")
+    return execute_notebooks(profile, layout.root, notebooks=earlier, echo=echo, cwd=layout.root.resolve())
 
 
 def hide_injected_parameters(notebook: Path) -> None:

@@ -4,7 +4,12 @@ Pairing: each content image takes the style image with the same file stem (or, w
 manifest has a non-empty ``style`` column, as Syn-HC folders do, the stem named there); a single
 style image file styles every content image. ``select`` (:class:`~instlib.data.selection.ImageFilter`:
 stain, name glob, explicit names) keeps only the content images whose paired style image it passes,
-e.g. only Syn-HC drawn from DAPI images. All inputs are checked before any work starts.
+e.g. only Syn-HC drawn from DAPI images. ``style_from`` instead styles every content image with an
+image it passes, as the authors styled Syn-HC drawn from marker-stain points with DAPI images: a
+partner that fails it is replaced by the passing image of the same field (the same name once stain
+names are left out: ``..._F4_Cy3_ND1_20x`` and ``..._F4_DAPI_ND1_20x``), else by the passing image whose
+cell count is nearest the content's (ties: the first name), :func:`stand_in`. All inputs are checked
+before any work starts.
 
 Output: ``out/images/<name>.png`` at the content image's own size and pixel grid (the networks see
 tiles of it, :mod:`instlib.style.tiling`), so the content's points (copied byte for byte to
@@ -32,6 +37,7 @@ from instlib.data.images import IMAGE_SUFFIXES, is_image_file, write_image
 from instlib.data.points import read_points
 from instlib.data.provenance import format_origin, origins
 from instlib.data.selection import ImageFilter
+from instlib.data.subsets import STAIN_TOKENS, stains_of
 from instlib.errors import DataError, InstlibError
 from instlib.data.shard import take_shard
 from instlib.style.fidelity import measure_fidelity
@@ -57,12 +63,18 @@ def _style_keys(content_dir: Path, samples: list[Sample]) -> dict[str, str]:
     return keys
 
 
-def pair_styles(content_dir: str | Path, samples: list[Sample], style: str | Path) -> dict[str, Path]:
-    """Style image of every content sample (see module docstring); raises naming the first unpaired one."""
+def pair_styles(content_dir: str | Path, samples: list[Sample], style: str | Path,
+                style_from: ImageFilter | None = None) -> dict[str, Path]:
+    """Style image of every content sample (see module docstring); raises naming the first unpaired one.
+
+    ``style_from``: every style image passes it; a partner that does not is replaced by :func:`stand_in`.
+    """
     style = Path(style)
     if style.is_file():
         if not is_image_file(style):
             raise DataError(f"is not an image file (supported: {', '.join(IMAGE_SUFFIXES)})", style)
+        if style_from is not None:
+            style_from.select(style.parent, [style.stem])  # raises when the one style image fails it
         return {s.name: style for s in samples}
     if not style.is_dir():
         raise DataError("no such style folder or image file", style)
@@ -72,7 +84,45 @@ def pair_styles(content_dir: str | Path, samples: list[Sample], style: str | Pat
         raise DataError(f"has no style image for {len(missing)} of {len(samples)} content images (first: "
                         f"'{missing[0]}', looked for '{keys[missing[0]]}.*'); pairs are matched by file name "
                         "without suffix, or pass one style image file for all", style)
+    if style_from is not None:
+        allowed = set(style_from.select(style, sorted(files)))
+        outside = {n: k for n, k in keys.items() if k not in allowed}
+        if outside:
+            try:
+                stains = stains_of(style)
+            except DataError:  # no stain column: stain names in file names still mark the field
+                stains = {}
+            counts = _style_counts(style)
+            content = {s.name: len(read_points(s.points)) for s in samples if s.name in outside}
+            keys.update({n: stand_in(k, content[n], allowed, stains, counts, style) for n, k in outside.items()})
     return {n: files[keys[n]] for n in keys}
+
+
+def field_key(name: str, stain: str = "") -> tuple[str, ...]:
+    """The parts of an image name that say which field it shows: its ``_``-separated parts without stain
+    names (``stain`` and :data:`~instlib.data.subsets.STAIN_TOKENS`)."""
+    stains = {t.casefold() for t in (*STAIN_TOKENS, stain) if t}
+    return tuple(part for part in name.split("_") if part.casefold() not in stains)
+
+
+def stand_in(partner: str, count: int, allowed: set[str], stains: dict[str, str], counts: dict[str, int],
+             style: Path) -> str:
+    """The style image that replaces ``partner`` (not in ``allowed``) for content with ``count`` cells: of the
+    ``allowed`` images of the same field (:func:`field_key`, with each image's stain from ``stains``), else of
+    all ``allowed`` images, the one whose cell count (``counts``) is nearest ``count``, ties broken by name."""
+    field = field_key(partner, stains.get(partner, ""))
+    candidates = [n for n in allowed if field_key(n, stains.get(n, "")) == field] or sorted(allowed)
+    missing = sorted(n for n in candidates if n not in counts)
+    if missing:
+        raise DataError(f"has no points for style image '{missing[0]}': a stand-in for '{partner}' is chosen by "
+                        "cell count, so the style folder needs the folder format", style)
+    return min(candidates, key=lambda n: (abs(counts[n] - count), n))
+
+
+def _style_counts(style: Path) -> dict[str, int]:
+    """Cell count of every style image that has a points file."""
+    points = style / POINTS
+    return {p.stem: len(read_points(p)) for p in sorted(points.glob("*.csv"))} if points.is_dir() else {}
 
 
 def _selected(samples: list[Sample], styles: dict[str, Path], style: Path, select: ImageFilter) -> list[Sample]:
@@ -127,20 +177,21 @@ def _fidelity(styled, content, points) -> dict:
 
 def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Path, out: str | Path,
                     components: StyleComponents, config: TransferConfig = TransferConfig(), *,
-                    select: ImageFilter | None = None, batch_size: int = 1, shard: tuple[int, int] | None = None,
-                    overwrite: bool = False, progress: bool = True) -> Path:
+                    select: ImageFilter | None = None, style_from: ImageFilter | None = None, batch_size: int = 1,
+                    shard: tuple[int, int] | None = None, overwrite: bool = False, progress: bool = True) -> Path:
     """Style every image of ``content_dir`` with its paired style image; write the folder format to ``out``.
 
     ``token``: a token file, or a folder of category tokens (each image gets the one covering its
     count, or the nearest). ``config``: the transfer's settings (the networks' tile, its layout, strength,
     guidance, seed, ...). ``select``: style only the content images whose paired style image it passes.
+    ``style_from``: style every content image with a style image it passes (see :func:`pair_styles`).
     Results are the same for any ``batch_size`` and ``shard``. Returns ``out``.
     """
     if batch_size < 1:
         raise InstlibError(f"batch size must be at least 1, got {batch_size}")
     content_dir, token, out = Path(content_dir), Path(token), Path(out)
     samples = validate_folder(content_dir)  # every input problem surfaces before anything is written
-    styles = pair_styles(content_dir, samples, style)
+    styles = pair_styles(content_dir, samples, style, style_from)
     if select is not None:
         samples = _selected(samples, styles, Path(style), select)
     tokens = load_tokens(token, components.device)
@@ -149,7 +200,8 @@ def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Pat
     transfer = config.dump()
     settings = {"content": str(content_dir.resolve()), "style": str(Path(style).resolve()),
                 "token": str(token.resolve()), "token_sha256": _digest(token), "model": components.model,
-                "select": select.describe() if select is not None else None, **transfer}
+                "select": select.describe() if select is not None else None,
+                **({"style_from": style_from.describe()} if style_from is not None else {}), **transfer}
     prepare_output(out, STAGE, settings, overwrite)
     transfer["base_seed"] = transfer.pop("seed")  # each row's 'seed' is its image's own (image_seed)
     common = {"model": components.model, "token": str(token), **transfer}

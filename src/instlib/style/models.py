@@ -10,7 +10,6 @@ real architectures with random weights, for throughput benchmarks). Weights load
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLI
                           CLIPVisionModelWithProjection)
 
 from instlib.errors import InstlibError
+from instlib.runs.device import default_device, default_dtype
 from instlib.style.pixelspace import PixelSpace
 
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
@@ -81,20 +81,6 @@ class StyleComponents:
     def latent_factor(self) -> int:
         """Pixels per latent cell along each axis (8 for SD)."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-
-def default_device() -> torch.device:
-    """The local GPU (``LOCAL_RANK``'s under ``accelerate launch``) if there is one, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """fp32 on CPU (half precision is slow there); bf16 on GPUs that have it (no fp16 overflow), else fp16."""
-    if device.type != "cuda":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def ddim_scheduler(config: dict | None = None) -> DDIMScheduler:
@@ -244,7 +230,8 @@ def load_components(model: str = DEFAULT_MODEL, image_encoder: str | None = None
     ``model``: a hub id, a local diffusers folder, or a name in :data:`BUILDERS`. ``image_encoder``: hub id
     or folder of a ``CLIPVisionModelWithProjection`` with its image processor; by default the model
     folder's ``image_encoder/`` if it has one, else CLIP ViT-L/14. Device defaults to the GPU if present;
-    dtype to fp32 on CPU and bf16/fp16 on GPU. Attention runs through PyTorch SDPA.
+    dtype to fp32 on CPU, bf16 on GPUs of compute capability 8.0+ and fp16 on older ones
+    (:func:`instlib.runs.device.default_dtype`). Attention runs through PyTorch SDPA.
     """
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)

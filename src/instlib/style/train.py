@@ -41,6 +41,7 @@ from instlib.data.tensorfile import read_tensors, write_tensors
 from instlib.data.folder import IMAGES, list_samples
 from instlib.data.selection import ImageFilter
 from instlib.errors import DataError, InstlibError
+from instlib.runs.device import mixed_precision
 from instlib.style.conditioning import check_token, encode_prompts, image_embeddings
 from instlib.style.imaging import center_square, list_images, load_rgb, resize, to_pixels
 from instlib.style.models import StyleComponents
@@ -170,8 +171,8 @@ def _resume(out: Path, settings: dict, config: TokenTrainingConfig, overwrite: b
 def _fit(components: StyleComponents, token: StyleToken, optim_state: dict | None, images: list[np.ndarray],
          config: TokenTrainingConfig, out: Path, start: int, losses: list[tuple[int, float]], settings: dict,
          info: dict, progress: bool) -> None:
-    precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(components.dtype, "no")
-    accelerator = Accelerator(mixed_precision=precision, cpu=components.device.type == "cpu")
+    # fp16 (GPUs below sm_80): accelerate scales the loss, else the block's small gradients underflow
+    accelerator = Accelerator(mixed_precision=mixed_precision(components.dtype), cpu=components.device.type == "cpu")
     if accelerator.device != components.device:
         components.to(accelerator.device)
     token.block.to(accelerator.device).train()
