@@ -32,7 +32,7 @@ from instlib.count.inputs import RunData
 from instlib.count.mix import get_mix
 from instlib.count.model import CountModel
 from instlib.count.predict import tile_counts, true_tile_counts
-from instlib.count.runtime import as_input, autocast
+from instlib.count.runtime import as_input, autocast, grad_scaler
 from instlib.count.schedules import KEEP, SCHEDULES
 from instlib.data.atomic import atomic_path
 from instlib.errors import DataError, InstlibError
@@ -115,12 +115,14 @@ def fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, device
         if ckpt and s < ckpt["stage"]:
             continue
         opt = make_optimizer(model, config)
+        scaler = grad_scaler(device, config.amp)  # fp16 (GPUs below sm_80) needs its loss scaled; else a no-op
         steps = _steps(len(stage.bank), config)
         # As the authors' min_loss = inf: a trained epoch always wins, so a stage never returns its start.
         best, best_mae, best_epoch, start = None, math.inf, 0, 0
         if ckpt and s == ckpt["stage"]:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
+            scaler.load_state_dict(ckpt.get("scaler", {}))
             best, best_mae, best_epoch, start = ckpt["best"], ckpt["best_mae"], ckpt["best_epoch"], ckpt["epoch"]
         else:  # epoch 0: the weights the stage starts from, for the history only
             history.append({"stage": stage.name, "epoch": 0, "train_loss": math.nan,
@@ -130,7 +132,7 @@ def fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, device
                    initial=start, total=stage.epochs, leave=False)
         for epoch in bar:
             epoch_tic = time.perf_counter()
-            losses = _train_epoch(model, stage, strategy, opt, epoch, steps, config, device, gen)
+            losses = _train_epoch(model, stage, strategy, opt, scaler, epoch, steps, config, device, gen)
             val_mae = validate(model, data.val, config, device)
             if KEEP[config.keep](val_mae, best_mae):
                 best, best_mae, best_epoch = _state(model), val_mae, epoch + 1
@@ -140,7 +142,7 @@ def fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, device
             bar.set_postfix(loss=f"{np.mean(losses):.3g}", val_mae=f"{val_mae:.3g}", kept=f"{best_mae:.3g}")
             write_history(out, history)
             _save_checkpoint(ckpt_path, {
-                "stage": s, "epoch": epoch + 1, "model": _state(model), "optimizer": opt.state_dict(),
+                "stage": s, "epoch": epoch + 1, "model": _state(model), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                 "best": best, "best_mae": best_mae, "best_epoch": best_epoch, "history": history,
                 "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "elapsed": before + time.perf_counter() - tic})
@@ -152,8 +154,9 @@ def fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, device
     return history, before
 
 
-def _train_epoch(model: CountModel, stage: Stage, strategy, opt: torch.optim.Optimizer, epoch: int, steps: int,
-                 config: TrainConfig, device: torch.device, gen: torch.Generator) -> list[float]:
+def _train_epoch(model: CountModel, stage: Stage, strategy, opt: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, epoch: int, steps: int, config: TrainConfig, device: torch.device,
+                 gen: torch.Generator) -> list[float]:
     """One epoch of ``steps`` batches of random crops (with the stage's mixing partner); the batches' losses."""
     prob = config.mix_prob if config.mix_prob is not None else strategy.default_prob
     jitter = Jitter() if config.jitter else None
@@ -176,11 +179,12 @@ def _train_epoch(model: CountModel, stage: Stage, strategy, opt: torch.optim.Opt
             target = make_batch(stage.target, ti, config.crop_size, gen, device=device, zero_keep=config.zero_keep,
                                 point_crops=config.point_crops, jitter=jitter, intensity=intensity, sigma=sigma)
             target.images = as_input(target.images, config.channels_last)
-        with autocast(device, config.amp):
+        with autocast(device, config.amp, scaler=scaler):
             loss = strategy.loss(model, source, target, gen, prob)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         losses.append(loss.item())
     return losses
 
