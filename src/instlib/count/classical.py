@@ -112,6 +112,9 @@ def fit_and_count(train: ImageBank, test: ImageBank, *, grid: PeakGrid = PeakGri
 def classical_run(train_dirs: Sequence[str | Path], test_dir: str | Path, *, grid: PeakGrid = PeakGrid(),
                   crop_size: int = 200, progress: bool = True) -> tuple[pd.DataFrame, dict]:
     """:func:`fit_and_count` on folders: fit on every image of ``train_dirs``, count ``test_dir``."""
-    train = load_bank([s for d in train_dirs for s in list_samples(d)], progress=progress, desc="decode train")
-    test = load_bank(list_samples(test_dir), progress=progress, desc="decode test")
+    # List every folder before decoding any, so a mistyped path fails at once.
+    train_samples = [s for d in train_dirs for s in list_samples(d)]
+    test_samples = list_samples(test_dir)
+    train = load_bank(train_samples, progress=progress, desc="decode train")
+    test = load_bank(test_samples, progress=progress, desc="decode test")
     return fit_and_count(train, test, grid=grid, crop_size=crop_size, progress=progress)
