@@ -25,6 +25,7 @@ PAPER = get_profile("paper")
 
 def test_the_paper_profile_is_the_authors_setting():
     assert (PAPER.count.split, PAPER.cv.folds, PAPER.count.recipe) == ("stratified", 5, "authors")
+    assert len(set(PAPER.cv.seeds)) == 3  # 5 folds x 3 seeds: enough to tell rows with small gaps apart
     assert PAPER.transfer.reference_timesteps and PAPER.tokens.reference_clip_input
     assert (PAPER.data.stain, PAPER.data.synhc_from) == ("DAPI", "all")
     assert get_profile("paper", **{"count.split": "official"}).count.split == "official"  # still one switch away

@@ -298,7 +298,7 @@ PAPER = Profile(
                 "the authors' recipe in their 5-fold cross-validation stratified by count (IDCIA's official "
                 "split: --set count.split=official); mixing is the authors' 'DACS with CutMix' (CutMix; DACS "
                 "with pseudo-labels needs a density output: --set count.head=density). Needs a GPU and internet.",
-    budget="hours on one GPU (computed in book/reproducibility.md: about 3 h on a T4, under 1 h on an A100)",
+    budget="hours on one GPU (computed in book/reproducibility.md: about 4 h on a T4, 1.5 h on an A100)",
     data=DataConfig(real="idcia", n_real=0, image_size=800, cells=(1, 300), gradual_steps=10, stain="DAPI",
                     synhc_from="all"),
     synth=SynHCConfig(cell_size=15),
@@ -309,7 +309,7 @@ PAPER = Profile(
     sweep=SweepConfig(strengths=(0.3, 0.5, 0.7, 0.9), images=40, shown=4),
     count=TrainConfig(recipe="authors", split="stratified", model="efficientnet_b0", pretrained=True, epochs=25,
                       finetune_epochs=25, batch_size=8, crop_size=200),
-    cv=GridConfig(folds=5, seeds=(42,), mixes=("none", "cutmix")),
+    cv=GridConfig(folds=5, seeds=(42, 43, 44), mixes=("none", "cutmix")),
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, DEMO, PAPER)}
