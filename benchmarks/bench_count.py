@@ -14,6 +14,11 @@ report images/s through data pipeline + forward + backward + step.
 - instlib density: the same pipeline with Gaussian density targets (sigma 4) training the density
   head (the same backbone as encoder, U-Net decoder to stride 2): the price of the dense head.
 
+Then the density counter per architecture (``--architectures``: the timm encoder and the from-scratch
+U-Nets of :mod:`instlib.count.encoders`), side by side in alternating rounds: training images/s (crops
+of ``--crop``) and whole-image inference images/s on 600 x 800 images (:func:`~instlib.count.predict.density_maps`,
+overlapping tiles blended), with the ratio to the first architecture.
+
 On a GPU it also reports instlib's images/s with bf16 autocast and with channels-last.
 
 Run:  python benchmarks/bench_count.py            (about a minute on 2 idle CPU cores; --threads 1 on a busy one)
@@ -39,7 +44,9 @@ from scipy import ndimage
 from instlib.count.augment import Jitter
 from instlib.count.bank import load_bank
 from instlib.count.batches import epoch_indices, make_batch
+from instlib.count.bank import ImageBank
 from instlib.count.model import CountModel
+from instlib.count.predict import density_maps
 from instlib.count.runtime import as_input, autocast
 from instlib.count.spec import NORMS, ModelSpec
 from instlib.data.folder import list_samples
@@ -145,6 +152,40 @@ def timed(fn) -> float:
     return n / (time.perf_counter() - tic)
 
 
+def inference_images(model: CountModel, bank: ImageBank, device) -> int:
+    """Whole-image density maps of every image of ``bank`` (the prediction path of ``count predict``)."""
+    density_maps(model, bank, device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return len(bank)
+
+
+def density_architectures(names: list[str], bank: ImageBank, args, gen, device) -> None:
+    """Training and 600 x 800 inference images/s of the density counter, per architecture, side by side."""
+    whole = ImageBank(bank.names[:4], bank.paths[:4], [im[:, :600, :800] for im in bank.images[:4]], None, None)
+    models = {n: _model(n, args.crop, device, channels_last=True, head="density") for n in names}
+    for model, opt in models.values():  # warm-up
+        instlib_steps(model, bank, opt, 2, args.batch, args.crop, gen, device, True, False)
+        inference_images(model.eval(), whole, device)
+    train = {n: [] for n in names}
+    infer = {n: [] for n in names}
+    for _ in range(args.rounds):
+        for n, (model, opt) in models.items():
+            model.train()
+            train[n].append(timed(lambda: instlib_steps(model, bank, opt, args.steps, args.batch, args.crop, gen,
+                                                        device, True, False)))
+            infer[n].append(timed(lambda: inference_images(model.eval(), whole, device)))
+    first = names[0]
+    t0, i0 = statistics.median(train[first]), statistics.median(infer[first])
+    print(f"\ndensity counter by architecture ({args.crop} px training crops, batch {args.batch}; "
+          f"inference on whole 600 x 800 images)")
+    for n in names:
+        t, i = statistics.median(train[n]), statistics.median(infer[n])
+        params = sum(p.numel() for p in models[n][0].parameters()) / 1e6
+        print(f"  {n:16s} {params:5.1f} M params  train {t:7.1f} img/s ({t / t0:4.2f}x)   "
+              f"600x800 inference {i:6.2f} img/s ({i / i0:4.2f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="efficientnet_b0")
@@ -155,6 +196,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--architectures", default="efficientnet_b0,unet16,unet32",
+                    help="density counters to compare, comma-separated (the first is the ratios' base)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -207,6 +250,8 @@ def main() -> None:
         print(f"data pipeline alone  reference {data_ref:7.1f} img/s   instlib {data_ours:7.1f} img/s   "
               f"ratio {data_ours / data_ref:.1f}x")
         print(f"instlib decodes the {args.images} images once up front: {decode_s:.2f} s")
+
+        density_architectures(args.architectures.split(","), bank, args, gen, device)
 
         if device.type == "cuda":
             print("\nGPU variants of instlib's training step:")

@@ -331,7 +331,7 @@ def exposure(profile: Profile) -> list[str]:
             "models hold a share of the training images out for validation).",
             f"Syn-HC: drawn from the points of every real image{'' if data.synhc_from == 'all' else which}; an image "
             "drawn from a test image is left out of that fold.",
-            f"InST: those Syn-HC images, each restyled after its real partner"
+            "InST: those Syn-HC images, each restyled after its real partner"
             + (f" (a partner not {which.strip()} replaced by one that is, of the same field when there is one)"
                if data.synhc_from == "all" and which else "")
             + f", with style tokens trained on {tokens}, and {model}."]
