@@ -176,12 +176,15 @@ def data_fetch(
     dataset: Annotated[str, typer.Argument(help="Dataset name: idcia.")],
     dest: Annotated[Path, typer.Option(help="Where to write the folder-format copy.")],
     cache: Annotated[Optional[Path], typer.Option(help="Download cache (default: the user cache).")] = None,
+    trust_listing: Annotated[bool, typer.Option(help="While instlib's checksum table pins no file yet, accept "
+                                                     "the MD5s figshare lists (written to the cache, to pin).")
+                             ] = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Download a public dataset (checksums verified), convert it to the folder format, print SHA-256s."""
     from instlib.data.fetch import fetch
 
-    _report_import(fetch(dataset, dest, cache=cache, overwrite=overwrite))
+    _report_import(fetch(dataset, dest, cache=cache, overwrite=overwrite, trust_listing=trust_listing))
 
 
 @data_app.command("import")

@@ -107,10 +107,10 @@ def _serve(monkeypatch, tmp_path: Path, files: dict[str, bytes], pins: dict[str,
     return server
 
 
-def _fetch(capsys, tmp_path: Path) -> tuple[int, str, str]:
+def _fetch(capsys, tmp_path: Path, *options: str) -> tuple[int, str, str]:
     """Exit code, stdout and the one ``error: ...`` line (progress bars share stderr), or all of stderr."""
     code, out, err = run_cli(capsys, "data", "fetch", "idcia", "--dest", tmp_path / "idcia",
-                             "--cache", tmp_path / "cache")
+                             "--cache", tmp_path / "cache", *options)
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == (code != 0) and "Traceback" not in err, err
     return code, out, errors[0] if errors else err
@@ -176,6 +176,24 @@ def test_the_committed_table_pins_every_file_figshare_lists(capsys, monkeypatch,
                           f"(MD5 {server.listed_md5['IDCIA_v1.zip']}), which instlib's checksum table {shipped} "
                           "does not pin")
     assert not [u for u in server.requests if u.startswith(DOWNLOADS)] and _left_behind(tmp_path) == []
+
+
+def test_trust_listing_accepts_figshare_md5s_only_while_the_table_pins_nothing(capsys, monkeypatch, tmp_path):
+    files = _idcia_files(tmp_path, 1)
+    server = _serve(monkeypatch, tmp_path, files)
+    empty = tmp_path / "empty.md5"
+    empty.write_text("# not filled in\n")
+    monkeypatch.setitem(fetch.DATASETS, "idcia", dataclasses.replace(fetch.DATASETS["idcia"], table=empty))
+    code, _, err = _fetch(capsys, tmp_path, "--trust-listing")
+    assert code == 0, err
+    assert f"note: {empty} pins no file yet; accepting the MD5s figshare lists" in err
+    written = (tmp_path / "cache" / "empty.md5").read_text().splitlines()
+    assert sorted(written) == sorted(f"{md5}  {name}" for name, md5 in server.listed_md5.items())
+    assert len(read_manifest(tmp_path / "idcia")) == len(IMAGES)
+    # A table with entries is enforced whatever the option says.
+    server = _serve(monkeypatch, tmp_path, files, pins={"notes_0.txt": "0" * 32, "IDCIA_v1.zip": "0" * 32})
+    code, _, err = _fetch(capsys, tmp_path, "--trust-listing", "--overwrite")
+    assert code == 2 and "the MD5 " in err and "pins 00000000" in err
 
 
 def _forbidden(url: str) -> urllib.error.HTTPError:

@@ -23,6 +23,7 @@ import http.client
 import json
 import os
 import shutil
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -138,7 +139,8 @@ def _check_listing(files: list[dict], pinned: dict[str, str], ds: FigshareDatase
         if name not in pinned:
             raise InstlibError(f"{ds.files_url}: lists '{name}' (MD5 {md5}), which instlib's checksum table "
                                f"{ds.table} does not pin: the article changed, or the table is not filled in yet "
-                               "(see its header); " + _manual_hint(ds, dest))
+                               "(see its header; while it is empty, --trust-listing accepts figshare's MD5s); "
+                               + _manual_hint(ds, dest))
         if md5 != pinned[name]:
             raise InstlibError(f"{ds.files_url}: gives '{name}' the MD5 {md5}, but {ds.table} pins {pinned[name]}: "
                                "the file changed on figshare; " + _manual_hint(ds, dest))
@@ -192,19 +194,37 @@ def _unzip(archive: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def fetch(dataset: str, dest: str | Path, cache: str | Path | None = None, overwrite: bool = False) -> Path:
+def _pins(ds: FigshareDataset, files: list[dict], cache: Path, trust_listing: bool) -> dict[str, str]:
+    """The MD5 of every file to accept: the committed table's; with ``trust_listing`` and a table that pins
+    nothing yet, the listing's own, written to ``cache/<table name>`` for the user to check and commit."""
+    pinned = read_table(ds.table, "md5")
+    if pinned or not trust_listing:
+        return pinned
+    listed = {f["name"]: f["computed_md5"] for f in files}
+    cache.mkdir(parents=True, exist_ok=True)
+    write_table(cache / ds.table.name, listed)
+    print(f"note: {ds.table} pins no file yet; accepting the MD5s figshare lists (--trust-listing). They are "
+          f"in {cache / ds.table.name}: compare them with the article's page, then commit them as {ds.table}",
+          file=sys.stderr)
+    return listed
+
+
+def fetch(dataset: str, dest: str | Path, cache: str | Path | None = None, overwrite: bool = False,
+          trust_listing: bool = False) -> Path:
     """Download ``dataset`` (see :data:`DATASETS`) into the cache and write it to ``dest`` in the folder format.
 
     Files already in the cache with their pinned MD5 are not downloaded again; zip files are
-    unpacked beside themselves (``<name>.unzip/``) and the whole cache is imported.
+    unpacked beside themselves (``<name>.unzip/``) and the whole cache is imported. ``trust_listing``
+    only matters while the committed table pins nothing: the MD5s of figshare's listing are accepted
+    instead (and written to the cache, to be pinned); a table with entries is always enforced.
     """
     if dataset not in DATASETS:
         raise InstlibError(f"unknown dataset {dataset!r}; available: {', '.join(sorted(DATASETS))}")
     ds, dest = DATASETS[dataset], Path(dest)
-    pinned = read_table(ds.table, "md5")
-    files = _list_files(ds, dest)
-    _check_listing(files, pinned, ds, dest)
     cache = Path(cache) if cache else Path(pooch.os_cache("instlib")) / dataset
+    files = _list_files(ds, dest)
+    pinned = _pins(ds, files, cache, trust_listing)
+    _check_listing(files, pinned, ds, dest)
     for f in files:
         target = cache / f["name"]
         fresh = _download(f, target, pinned[f["name"]], ds, dest)
