@@ -519,25 +519,33 @@ def count_cv(
 
 @count_app.command("compare")
 def count_compare(
-    cv_dir: Annotated[Path, typer.Argument(help="The --out folder of 'instlib count cv'.")],
+    targets: Annotated[list[Path], typer.Argument(help="The --out folder of 'instlib count cv'; or two or more "
+                                                       "single runs: 'count train' folders or predictions CSVs.")],
     baseline: Annotated[Optional[str], typer.Option(help="Compare every row with this one only, e.g. real, synhc, "
                                                          "classical or 'InST + cutmix' (default: every pair).")] = None,
 ) -> None:
     """Paired comparisons of the rows on the same test images: difference in MAE, 95% interval, Holm-corrected p.
 
-    Writes CV_DIR/comparisons.csv and comparisons.png; a difference is claimed only when its interval
-    excludes 0 after correction.
+    For a cross-validation, writes CV_DIR/comparisons.csv and comparisons.png; a difference is claimed
+    only when its interval excludes 0 after correction. Single runs are compared the same way (printed).
     """
-    from instlib.count.compare import write_comparisons
+    from instlib.count.compare import compare_runs, write_comparisons
     from instlib.runs import figures
 
-    table = write_comparisons(cv_dir, baseline)
-    figures.save(figures.comparison_plot(table), cv_dir / "comparisons.png")
+    if len(targets) == 1:
+        cv_dir = targets[0]
+        table = write_comparisons(cv_dir, baseline)
+        figures.save(figures.comparison_plot(table), cv_dir / "comparisons.png")
+    else:
+        if baseline is not None:
+            raise InstlibError("--baseline is for a cross-validation folder; with single runs every pair is shown")
+        cv_dir, table = None, compare_runs(targets)
     for r in table.itertuples():
         verdict = "claimed" if r.claimed else f"no difference detected (smallest detectable {r.mde:.2f})"
         typer.echo(f"{r.a} - {r.b}: {r.delta_mae:+.2f} cells [{r.ci_low:+.2f}, {r.ci_high:+.2f}], p {r.p_value:.3g}, "
                    f"Holm {r.p_holm:.3g}, {r.n_images} images x {r.n_seeds} seeds: {verdict}")
-    typer.echo(f"wrote {cv_dir / 'comparisons.csv'}")
+    if cv_dir is not None:
+        typer.echo(f"wrote {cv_dir / 'comparisons.csv'}")
 
 
 # ---------------------------------------------------------------- reproduce

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from instlib.count.compare import COLUMNS, compare, compare_pair, holm, image_errors, write_comparisons
+from instlib.count.compare import COLUMNS, compare, compare_pair, compare_runs, holm, image_errors, write_comparisons
 from instlib.errors import DataError
 
 from data.cli_runner import run_cli
@@ -114,3 +114,28 @@ def test_count_compare_refuses_a_folder_that_is_not_a_cross_validation(capsys, t
         rng = np.random.default_rng(5)
         truth = rng.integers(5, 80, size=10).astype(float)
         compare(_fake_cv(tmp_path / "cv", {("real", "none"): rng.normal(size=(10, 3))}, truth), baseline="nope")
+
+
+def test_single_runs_are_compared_by_test_image(capsys, tmp_path):
+    """A ``count train`` folder against a ``count classical --out`` CSV: paired by name, in any row order."""
+    rng = np.random.default_rng(6)
+    names = [f"{i:03d}" for i in range(N_IMAGES)]  # names that look like numbers stay names
+    truth = rng.integers(5, 80, size=N_IMAGES).astype(float)
+    good = pd.DataFrame({"name": names, "true": truth, "pred": truth + rng.normal(0, 1.0, N_IMAGES)})
+    bad = pd.DataFrame({"name": names, "true": truth, "pred": truth + 8 + rng.normal(0, 1.0, N_IMAGES)})
+    (tmp_path / "trained").mkdir()
+    good.to_csv(tmp_path / "trained" / "predictions.csv", index=False)
+    bad.sample(frac=1.0, random_state=0).to_csv(tmp_path / "classical.csv", index=False)
+    table = compare_runs([tmp_path / "trained", tmp_path / "classical.csv"])
+    row = table.iloc[0]
+    expected = (good["pred"] - good["true"]).abs().mean() - (bad["pred"] - bad["true"]).abs().mean()
+    assert (row["a"], row["b"]) == ("trained", "classical") and row["claimed"]
+    assert row["delta_mae"] == pytest.approx(expected) and row["ci_low"] <= expected <= row["ci_high"] < 0
+    code, out, err = run_cli(capsys, "count", "compare", tmp_path / "trained", tmp_path / "classical.csv")
+    assert code == 0 and out.startswith("trained - classical: ") and "claimed" in out, err
+    code, _, err = run_cli(capsys, "count", "compare", tmp_path / "trained", tmp_path / "missing.csv")
+    assert code == 2 and f"error: {tmp_path / 'missing.csv'}: is neither a run folder" in err
+    other = pd.DataFrame({"name": ["x", "y"], "true": [1.0, 2.0], "pred": [1.0, 2.0]})
+    other.to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(DataError, match="shares no test image"):
+        compare_runs([tmp_path / "trained", tmp_path / "other.csv"])

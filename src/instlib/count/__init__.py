@@ -14,6 +14,7 @@ One run, read top to bottom (:func:`train_run`):
 - :mod:`~instlib.count.metrics`: MAE, RMSE, ACP
 - :mod:`~instlib.count.train`: one run; :mod:`~instlib.count.cv`: the grid sources x mixing x folds x seeds
 - :mod:`~instlib.count.classical`: Gaussian smoothing + local maxima, fitted on the training images
+- :mod:`~instlib.count.compare`: paired per-image comparisons of CV rows or of single runs
 
 Settings: :class:`~instlib.config.count.TrainConfig` (one run, with its recipe) and
 :class:`~instlib.config.count.GridConfig` (the grid); the folders a run writes: :mod:`instlib.runs.folders`.
@@ -21,6 +22,7 @@ Settings: :class:`~instlib.config.count.TrainConfig` (one run, with its recipe) 
 
 from instlib.config.count import GridConfig, TrainConfig
 from instlib.count import metrics
+from instlib.count.compare import compare, compare_runs
 from instlib.count.cv import cross_validate, summarize
 from instlib.count.mix import MIXES
 from instlib.count.model import CountModel, load_model, save_model
@@ -29,6 +31,6 @@ from instlib.count.spec import ModelSpec
 from instlib.count.train import train_run
 
 __all__ = [
-    "metrics", "cross_validate", "summarize", "MIXES", "CountModel", "GridConfig", "ModelSpec", "load_model",
+    "metrics", "compare", "compare_runs", "cross_validate", "summarize", "MIXES", "CountModel", "GridConfig", "ModelSpec", "load_model",
     "save_model", "count_bank", "predict", "TrainConfig", "train_run",
 ]

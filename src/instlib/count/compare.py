@@ -13,6 +13,9 @@ mean difference (``scipy.stats.permutation_test``), Holm-corrected over the comp
 difference the comparison could have detected (5% two-sided, 80% power, from the spread of the
 differences): a difference below it going undetected says nothing. A difference is *claimed* only when
 its interval excludes 0 and ``p_holm < 0.05``.
+
+:func:`compare_runs` does the same for single runs outside a cross-validation (``count train`` run
+folders, ``count classical --out`` or ``count predict --out`` CSVs) that predicted the same test images.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from instlib.data.tables import read_table
 from instlib.errors import DataError
-from instlib.runs.folders import COMPARISONS_FILE, CV_FILE, RESULTS_FILE, write_csv
-from instlib.runs.results import SOURCE_LABELS, cv_predictions
+from instlib.runs.folders import COMPARISONS_FILE, CV_FILE, PREDICTIONS_FILE, RESULTS_FILE, write_csv
+from instlib.runs.results import PREDICTIONS_NUMBERS, SOURCE_LABELS, cv_predictions
 
 COLUMNS = ("a", "b", "delta_mae", "ci_low", "ci_high", "p_value", "p_holm", "n_images", "n_seeds",
            "share_a_better", "mde", "claimed")
@@ -120,12 +124,47 @@ def compare(cv_dir: str | Path, baseline: str | None = None, *, n_resamples: int
         pairs = [(r, baseline) for r in rows if r != baseline]
     else:
         pairs = list(combinations(rows, 2))
+    return _table(errors, pairs, n_resamples)
+
+
+def _table(errors, pairs: list[tuple[str, str]], n_resamples: int) -> pd.DataFrame:
+    """The comparison table of ``pairs`` of rows of ``errors`` (row name -> errors by (image, seed))."""
     table = pd.DataFrame([{"a": a, "b": b, **compare_pair(errors[a], errors[b], n_resamples=n_resamples, seed=i)}
                           for i, (a, b) in enumerate(pairs)], columns=[c for c in COLUMNS if c not in ("p_holm",
                                                                                                     "claimed")])
     table["p_holm"] = holm(table["p_value"].fillna(1.0)) if len(table) else []
     table["claimed"] = (table["p_holm"] < ALPHA) & ((table["ci_high"] < 0) | (table["ci_low"] > 0))
     return table[list(COLUMNS)]
+
+
+def prediction_errors(path: str | Path) -> pd.Series:
+    """Absolute errors of one run's predictions, indexed by (test image, seed 0): a run folder holding
+    ``predictions.csv`` or such a CSV (columns ``name, true, pred``)."""
+    path = Path(path)
+    csv = path / PREDICTIONS_FILE if path.is_dir() else path
+    if not csv.is_file():
+        raise DataError(f"is neither a run folder with {PREDICTIONS_FILE} nor a predictions CSV", path)
+    df = read_table(csv, numbers=PREDICTIONS_NUMBERS)
+    missing = [c for c in ("name", "true", "pred") if c not in df.columns]
+    if missing:
+        raise DataError(f"lacks the column(s) {', '.join(missing)} of a predictions table", csv)
+    index = pd.MultiIndex.from_arrays([df["name"], np.zeros(len(df), dtype=int)], names=["name", "seed"])
+    return pd.Series((df["pred"] - df["true"]).abs().to_numpy(), index=index)
+
+
+def compare_runs(paths: list[str | Path], *, n_resamples: int = 9999) -> pd.DataFrame:
+    """Every pair of single runs (run folders or predictions CSVs), paired by test image as :func:`compare`;
+    rows are named by the folder or file name (the whole path where two names clash)."""
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise DataError("is one run; compare two or more runs, or pass a cross-validation folder", paths[0])
+    names = [p.name if p.is_dir() else p.stem for p in paths]
+    labels = names if len(set(names)) == len(names) else [str(p) for p in paths]
+    errors = {label: prediction_errors(p) for label, p in zip(labels, paths)}
+    for label, p in zip(labels[1:], paths[1:]):
+        if not errors[labels[0]].index.intersection(errors[label].index).size:
+            raise DataError(f"shares no test image with {paths[0]}", p)
+    return _table(errors, list(combinations(labels, 2)), n_resamples)
 
 
 def write_comparisons(cv_dir: str | Path, baseline: str | None = None) -> pd.DataFrame:
