@@ -52,11 +52,11 @@ def test_adain_gives_the_style_statistics():
 
 def test_timesteps_consistent_and_reference(tiny):
     sched = DDIMScheduler.from_config(tiny.scheduler.config)
-    t_enc, grid = timesteps(sched, TransferConfig())
+    t_enc, grid = timesteps(sched, TransferConfig(preset="reference"))
     assert t_enc == 681 == int(grid[0]) and len(grid) == 35 and int(grid[-1]) == 1
-    t_ref, grid_ref = timesteps(sched, TransferConfig(reference_timesteps=True))
+    t_ref, grid_ref = timesteps(sched, TransferConfig(preset="reference", reference_timesteps=True))
     assert t_ref == 700 and torch.equal(grid, grid_ref)
-    assert timesteps(sched, TransferConfig(strength=1.0, reference_timesteps=True))[0] == 999
+    assert timesteps(sched, TransferConfig(preset="reference", strength=1.0, reference_timesteps=True))[0] == 999
 
 
 def test_no_adain_noise_inversion_is_img2img(tiny, batch):
