@@ -23,8 +23,8 @@ INVERSIONS = ("stochastic", "noise")
 #: measurement, book/method.md), and no guidance: the prior's token has no measurable effect, so the
 #: unconditional half of every step would double the cost for nothing.
 TRANSFER_PRESETS: dict[str, dict[str, Any]] = {
-    "reference": dict(resolution=512, steps=50, guidance=10.0, sampler="ddim"),
-    "prior": dict(resolution=AUTO, steps=14, guidance=1.0, sampler="dpmpp"),
+    "reference": {"resolution": 512, "steps": 50, "guidance": 10.0, "sampler": "ddim"},
+    "prior": {"resolution": AUTO, "steps": 14, "guidance": 1.0, "sampler": "dpmpp"},
 }
 #: The preset ``preset="auto"`` takes, by kind of model (``instlib.style.transfer.model_kind``).
 MODEL_PRESETS: dict[str, str] = {"sd": "reference", "prior": "prior"}

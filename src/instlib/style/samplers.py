@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    UniPCMultistepScheduler,
+)
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 #: Samplers by name: ``scheduler config -> fresh scheduler`` (names mirrored in ``instlib.config.style.SAMPLERS``).

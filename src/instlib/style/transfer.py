@@ -50,6 +50,7 @@ from instlib.style.models import StyleComponents
 from instlib.style.pixelspace import PixelSpace
 from instlib.style.samplers import make_sampler
 from instlib.style.tiling import TilePlan, check_tile, pad_image, plan_tiles, tiled
+from instlib.style.tokens import StyleToken
 
 
 def model_kind(components: StyleComponents) -> str:
@@ -100,7 +101,7 @@ def layout(components: StyleComponents, config: TransferConfig, height: int, wid
     tile = max(m, math.isqrt(config.max_pixels) // m * m)
     plan = plan_tiles(height, width, tile, factor, config.tiling, config.tile_overlap)
     return Layout(plan.pixel_size, plan, True)
-from instlib.style.tokens import StyleToken
+
 
 def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Give ``content`` (B, C, H, W) the per-channel mean and std of ``style`` (std = sqrt(unbiased var + eps))."""
