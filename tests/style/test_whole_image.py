@@ -105,3 +105,20 @@ def test_whole_image_batches_are_batch_independent(prior):
     alone = [stylize_images(components, token, [c], [s], config, [k])[0] for c, s, k in zip(contents, styles, (1, 2))]
     for a, b in zip(together, alone):
         assert a.shape == (70, 95, 3) and np.abs(a.astype(int) - b).max() <= 1
+
+
+def test_folder_transfer_on_a_prior_records_the_prior_defaults(prior, folders, tmp_path):
+    """``style transfer --model PRIOR`` without options: the manifest holds the settings the prior ran with."""
+    import pandas as pd
+
+    from instlib.style import load_components, save_components, save_token, transfer_folder
+
+    components, token = prior
+    model = save_components(components, tmp_path / "prior")
+    token_file = save_token(token, tmp_path / "token.safetensors")
+    out = transfer_folder(folders["synhc"], folders["real"], token_file, tmp_path / "out",
+                          load_components(str(model), device="cpu"), progress=False)
+    rows = pd.read_csv(out / "manifest.csv")
+    assert set(rows["resolution"]) == {"auto"} and set(rows["sampler"]) == {"dpmpp"}
+    assert set(rows["guidance"]) == {1.0} and set(rows["preset"]) == {"prior"} and set(rows["steps"]) == {14}
+    assert (rows["height"] == 48).all() and (rows["width"] == 64).all()
