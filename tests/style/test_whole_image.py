@@ -111,7 +111,12 @@ def test_folder_transfer_on_a_prior_records_the_prior_defaults(prior, folders, t
     """``style transfer --model PRIOR`` without options: the manifest holds the settings the prior ran with."""
     import pandas as pd
 
-    from instlib.style import load_components, save_components, save_token, transfer_folder
+    from instlib.style import (
+        load_components,
+        save_components,
+        save_token,
+        transfer_folder,
+    )
 
     components, token = prior
     model = save_components(components, tmp_path / "prior")
