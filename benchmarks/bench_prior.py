@@ -1,12 +1,21 @@
-"""Diffusion-prior throughput: training images/s at 64 and 128 px, and transfer images/s with the prior.
+"""Diffusion-prior throughput: training images/s at 64 and 128 px, and the time to style real-sized images.
 
 Everything is measured side by side in one process on the same random images: training steps of
 :func:`instlib.style.prior._loss` (forward + backward + AdamW) at each resolution, fp32 and, on a GPU,
-bf16 autocast with channels_last; then :func:`instlib.style.stylize_images` on the untrained prior
-(speed does not depend on weight values). Prints throughputs and the ratios between settings.
+bf16 autocast with channels_last; then :func:`instlib.style.stylize_images` on the untrained prior (speed
+does not depend on weight values) for one 600 x 800 and one 768 x 1024 image, two ways:
 
-    python benchmarks/bench_prior.py                 # CPU, default sizes
-    python benchmarks/bench_prior.py --steps 20      # more steps per measurement
+- ``tiled``: the path before issue 22: 256 px blended tiles, DDIM on a 50-step grid at strength 0.7
+  (35 steps), guidance 10 (two UNet passes a step);
+- ``new``: the prior's defaults (``TransferConfig()``: the whole image in one pass a step, DPM-Solver++,
+  no guidance).
+
+Prints the seconds of each and their ratio. On a GPU the networks run in its half type (bf16 from
+compute capability 8.0, fp16 below: :func:`instlib.runs.device.default_dtype`).
+
+    python benchmarks/bench_prior.py                     # CPU, 2 threads: training and transfer
+    python benchmarks/bench_prior.py --only transfer     # transfer timings only
+    python benchmarks/bench_prior.py --steps 20          # more training steps per measurement
 """
 
 from __future__ import annotations
@@ -19,10 +28,17 @@ import numpy as np
 import torch
 
 from instlib.config import PriorConfig
+from instlib.runs.device import default_dtype
 from instlib.style import TransferConfig, stylize_images
 from instlib.style.conditioning import encode_prompts
 from instlib.style.models import default_device
 from instlib.style.prior import _loss, _step_rng, _Trainable, build_prior
+from instlib.style.transfer import resolve
+
+SIZES = ((600, 800), (768, 1024))
+#: The transfer before issue 22, spelled out (the prior's defaults then were SD's with 256 px tiles).
+TILED = TransferConfig(preset="reference", resolution=256, tiling="blend", guidance=10.0, strength=0.7, steps=50,
+                       sampler="ddim")
 
 
 def _sync(device: torch.device) -> None:
@@ -58,20 +74,26 @@ def train_rate(resolution: int, batch_size: int, steps: int, device: torch.devic
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def transfer_rate(resolution: int, images: int, device: torch.device) -> float:
-    """Styled images per second at the prior's resolution (strength 0.7, 50-step grid, guidance 10)."""
-    components, token = build_prior(PriorConfig(resolution=resolution))
-    components.to(device)
+def transfer_seconds(size: tuple[int, int], config: TransferConfig, device: torch.device) -> float:
+    """Seconds to style one ``size`` image with the untrained default prior (after a small warm-up)."""
+    components, token = build_prior(PriorConfig())
+    components.to(device, default_dtype(device))
     token.block.to(device)
     rng = np.random.default_rng(0)
-    contents = [rng.integers(0, 255, (resolution, resolution, 3), dtype=np.uint8) for _ in range(images)]
-    config = TransferConfig(resolution=resolution)
-    stylize_images(components, token, contents[:1], contents[:1], config, [0])  # warm-up
+    content, style = (rng.integers(0, 255, (*size, 3), dtype=np.uint8) for _ in range(2))
+    small = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    stylize_images(components, token, [small], [small], config.updated(strength=0.3, steps=4), [0])  # warm-up
     _sync(device)
     start = time.perf_counter()
-    stylize_images(components, token, contents, contents, config, list(range(images)))
+    stylize_images(components, token, [content], [style], config, [0])
     _sync(device)
-    return images / (time.perf_counter() - start)
+    return time.perf_counter() - start
+
+
+def describe(config: TransferConfig) -> str:
+    steps = int(config.steps * config.strength)
+    return (f"{config.sampler} {steps} steps, guidance {config.guidance:g}, "
+            f"{'whole image' if config.resolution == 'auto' else f'{config.resolution} px tiles'}")
 
 
 def main() -> None:
@@ -79,11 +101,53 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per setting")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--images", type=int, default=4, help="images per transfer measurement")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument("--only", choices=("train", "transfer"), default=None, help="measure only this")
+    parser.add_argument("--sizes", default=",".join(f"{h}x{w}" for h, w in SIZES), help="image sizes HxW,HxW")
+    parser.add_argument("--tile", type=int, default=256, help="tile of the tiled path, in pixels")
+    parser.add_argument("--tiled-steps", type=int, default=0,
+                        help="time only this many of the tiled path's 35 steps and scale up by UNet passes "
+                             "(0: run them all); for slow CPUs, printed as an estimate")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = default_device()
+    if args.only != "transfer":
+        train_rates(args, device)
+    if args.only != "train":
+        transfer_times(device, [tuple(int(n) for n in hw.split("x")) for hw in args.sizes.split(",")], args.tile,
+                       args.tiled_steps)
+
+
+def passes(config: TransferConfig) -> int:
+    """UNet passes per image and tile: the inversion's, then one or two (guidance) per step."""
+    return 1 + int(config.steps * config.strength) * (1 if config.guidance == 1.0 else 2)
+
+
+def tiled_seconds(size: tuple[int, int], config: TransferConfig, device: torch.device, steps: int) -> tuple[float, str]:
+    """Seconds of the tiled path; with ``steps`` > 0 timed on that many steps and scaled to all of them by UNet
+    passes (every pass costs the same: same tiles, same batch)."""
+    if not steps:
+        return transfer_seconds(size, config, device), ""
+    short = config.updated(strength=steps / config.steps)
+    seconds = transfer_seconds(size, short, device)
+    return seconds * passes(config) / passes(short), f" (est. from {steps} steps)"
+
+
+def transfer_times(device: torch.device, sizes: list[tuple[int, int]], tile: int = 256, tiled_steps: int = 0) -> None:
+    """The tiled path and the new defaults, side by side, per image size."""
+    tiled_config = TILED.updated(resolution=tile)
+    new = resolve(build_prior(PriorConfig())[0], TransferConfig())
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"transfer on {where}, {str(default_dtype(device)).split('.')[-1]}: tiled = {describe(tiled_config)}; "
+          f"new = {describe(new)}")
+    for size in sizes:
+        (old_s, note), new_s = tiled_seconds(size, tiled_config, device, tiled_steps), transfer_seconds(size, new, device)
+        print(f"transfer {size[0]} x {size[1]}: tiled {old_s:8.1f} s{note}, new {new_s:8.1f} s, "
+              f"speed-up {old_s / new_s:5.1f}x")
+
+
+def train_rates(args: argparse.Namespace, device: torch.device) -> None:
+    """Training crops/s at 64 and 128 px (and bf16 + channels_last on a GPU)."""
     modes = [False, True] if device.type == "cuda" else [False]
     print(f"device {device}, batch {args.batch_size}, {args.steps} timed steps per setting")
     rates = {}
@@ -95,7 +159,6 @@ def main() -> None:
     print(f"ratio 64 px / 128 px (fp32): {rates[(64, False)] / rates[(128, False)]:.2f}")
     if device.type == "cuda":
         print(f"ratio bf16+channels_last / fp32 at 128 px: {rates[(128, True)] / rates[(128, False)]:.2f}")
-    print(f"transfer 64 px: {transfer_rate(64, args.images, device):.2f} images/s (strength 0.7, guidance 10)")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from instlib.style.transfer import (
     decode_latents,
     encode_latents,
     invert,
+    resolve,
     timesteps,
 )
 
@@ -113,7 +114,9 @@ def main() -> None:
         ref_components = copy.deepcopy(components).to(dtype=torch.float32)
     token = new_token(components.hidden_size, base_model=args.model)
     token.block.to(device)
-    config = TransferConfig(strength=args.strength, steps=args.steps, resolution=args.resolution)
+    # The reference's DDIM with guidance 10 on any model (a prior's defaults would skip guidance).
+    config = resolve(components, TransferConfig(preset="reference", strength=args.strength, steps=args.steps,
+                                                resolution=args.resolution))
     rng = np.random.default_rng(0)
     shape = (args.resolution, args.resolution, 3)
     contents = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(args.images)]

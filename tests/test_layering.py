@@ -95,6 +95,7 @@ def test_registries_and_the_names_settings_accept_agree():
     from instlib.count.model import HEADS
     from instlib.count.schedules import KEEP, SCHEDULES
     from instlib.count.spec import NORMS
+    from instlib.style.samplers import SAMPLERS
     from instlib.style.tiling import TILINGS
     from instlib.style.train import GEOMETRIES
 
@@ -102,3 +103,4 @@ def test_registries_and_the_names_settings_accept_agree():
     assert set(count.NORMS) == {"data", *NORMS}
     assert set(count.SCHEDULES) == set(SCHEDULES) and set(count.KEEP) == set(KEEP)
     assert set(style.TILINGS) == set(TILINGS) and set(style.GEOMETRIES) == set(GEOMETRIES)
+    assert set(style.SAMPLERS) == set(SAMPLERS)

@@ -52,11 +52,11 @@ def test_adain_gives_the_style_statistics():
 
 def test_timesteps_consistent_and_reference(tiny):
     sched = DDIMScheduler.from_config(tiny.scheduler.config)
-    t_enc, grid = timesteps(sched, TransferConfig())
+    t_enc, grid = timesteps(sched, TransferConfig(preset="reference"))
     assert t_enc == 681 == int(grid[0]) and len(grid) == 35 and int(grid[-1]) == 1
-    t_ref, grid_ref = timesteps(sched, TransferConfig(reference_timesteps=True))
+    t_ref, grid_ref = timesteps(sched, TransferConfig(preset="reference", reference_timesteps=True))
     assert t_ref == 700 and torch.equal(grid, grid_ref)
-    assert timesteps(sched, TransferConfig(strength=1.0, reference_timesteps=True))[0] == 999
+    assert timesteps(sched, TransferConfig(preset="reference", strength=1.0, reference_timesteps=True))[0] == 999
 
 
 def test_no_adain_noise_inversion_is_img2img(tiny, batch):
@@ -256,3 +256,54 @@ def test_many_tiles_are_merged_in_bounded_calls():
     merged = tiled(lambda x, n: sizes.append(n) or x * 2.0, latents, plan, max_tiles=5)
     assert plan.count > 5 and max(sizes) == 5 and sum(sizes) == plan.count
     torch.testing.assert_close(merged, latents * 2.0)
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp", "unipc"])
+def test_solver_is_deterministic_per_seed_and_batch_independent(tiny, token, sampler):
+    contents = [random_uint8((40, 56, 3), s) for s in (10, 11, 12)]
+    styles = [random_uint8((30, 30, 3), s) for s in (13, 14, 15)]
+    config = TransferConfig(steps=10, strength=0.5, resolution=RES, sampler=sampler)
+    together = stylize_images(tiny, token, contents, styles, config, [1, 2, 3])
+    again = stylize_images(tiny, token, contents, styles, config, [1, 2, 3])  # a fresh solver: no carried state
+    alone = [stylize_images(tiny, token, [c], [s], config, [k])[0] for c, s, k in zip(contents, styles, (1, 2, 3))]
+    for a, b, c in zip(together, again, alone):
+        assert np.array_equal(a, b)
+        assert np.abs(a.astype(int) - c).max() <= 1 and (a != c).mean() < 0.01
+    assert np.abs(stylize_images(tiny, token, contents[:1], styles[:1], config, [99])[0].astype(int)
+                  - together[0]).max() > 10
+    ddim = stylize_images(tiny, token, contents[:1], styles[:1], config.updated(sampler="ddim"), [1])[0]
+    assert np.abs(ddim.astype(int) - together[0]).max() > 0  # another sampler, another result
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp", "unipc"])
+def test_solver_inverts_at_its_first_timestep(tiny, batch, sampler, monkeypatch):
+    from instlib.style import transfer as transfer_mod
+    from instlib.style.samplers import make_sampler
+
+    config = TransferConfig(steps=10, strength=0.5, resolution=RES, sampler=sampler, guidance=1.0)
+    seen, steps = {}, []
+    real_invert = transfer_mod.invert
+    monkeypatch.setattr(transfer_mod, "invert", lambda *a, **k: seen.setdefault("t_enc", a[4]) and real_invert(*a, **k))
+    handle = tiny.unet.register_forward_hook(lambda m, args, out: steps.append(int(args[1])))
+    try:
+        stylize(tiny, batch["content"], batch["cond"], batch["uncond"], config, _gens([1, 2]), batch["style"])
+    finally:
+        handle.remove()
+    solver = make_sampler(sampler, tiny.scheduler.config)
+    solver.set_timesteps(10)
+    grid = [int(t) for t in solver.timesteps[-5:]]
+    assert seen["t_enc"] == grid[0] == steps[0] and steps[1:] == grid  # inversion at the first decoded step
+
+
+def test_unknown_sampler_and_presets():
+    with pytest.raises(InstlibError, match="unknown sampler 'euler'"):
+        TransferConfig(sampler="euler")
+    with pytest.raises(InstlibError, match="unknown preset"):
+        TransferConfig(preset="fast")
+    ref = TransferConfig(preset="reference")
+    assert (ref.resolution, ref.steps, ref.guidance, ref.sampler) == (512, 50, 10.0, "ddim")
+    prior = TransferConfig(guidance=3.0).for_model("prior")
+    assert (prior.resolution, prior.sampler, prior.guidance) == ("auto", "dpmpp", 3.0)  # a set value wins
+    assert TransferConfig(resolution="auto").resolution == "auto" and TransferConfig(resolution="256").resolution == 256
+    with pytest.raises(InstlibError, match="resolution"):
+        TransferConfig(resolution="whole")

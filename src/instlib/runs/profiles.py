@@ -263,7 +263,7 @@ SMOKE = Profile(
     diffusion_model="prior", prior=PriorConfig(steps=30, resolution=32, batch_size=8, seed=42),
     density_categories=((0, 14), (15, 100_000)),
     tokens=TokenTrainingConfig(steps=20, resolution=64, seed=42),
-    transfer=TransferConfig(strength=0.7, steps=10, guidance=10.0, resolution=64),
+    transfer=TransferConfig(strength=0.7, steps=10, guidance=10.0, resolution=64, sampler="ddim"),
     sweep=SweepConfig(strengths=(0.3, 0.7, 0.9), images=6, shown=2),
     count=TrainConfig(recipe="instlib", model="test_efficientnet", pretrained=False, epochs=1, finetune_epochs=1,
                       crops_per_epoch=16, batch_size=8, crop_size=32),
@@ -283,7 +283,7 @@ DEMO = Profile(
     diffusion_model="auto", prior=PriorConfig(steps=450, seed=42),
     density_categories=((0, 29), (30, 100_000)),
     tokens=TokenTrainingConfig(steps=50, resolution=128, seed=42),
-    transfer=TransferConfig(strength=0.7, steps=16, guidance=10.0, resolution=128),
+    transfer=TransferConfig(strength=0.7, steps=16, guidance=10.0, resolution=128, sampler="ddim"),
     sweep=SweepConfig(strengths=(0.3, 0.5, 0.7, 0.9), images=12, shown=2),
     # unet16: as accurate as EfficientNet-B0 on these images at a fifth of the cost, which pays for 3 seeds
     # (book/method.md, "Which encoder"); fewer epochs than 24 cost accuracy.
@@ -307,7 +307,8 @@ PAPER = Profile(
     diffusion_model=SD14, image_encoder=CLIP_L14,
     density_categories=((0, 49), (50, 149), (150, 100_000)),
     tokens=TokenTrainingConfig(steps=1000, resolution=512, seed=42, reference_clip_input=True),
-    transfer=TransferConfig(strength=0.7, steps=50, guidance=10.0, resolution=512, reference_timesteps=True),
+    transfer=TransferConfig(strength=0.7, steps=50, guidance=10.0, resolution=512, reference_timesteps=True,
+                            sampler="ddim"),
     sweep=SweepConfig(strengths=(0.3, 0.5, 0.7, 0.9), images=40, shown=4),
     count=TrainConfig(recipe="authors", split="stratified", model="efficientnet_b0", pretrained=True, epochs=25,
                       finetune_epochs=25, batch_size=8, crop_size=200),

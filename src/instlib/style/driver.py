@@ -44,7 +44,7 @@ from instlib.style.fidelity import measure_fidelity
 from instlib.style.imaging import list_images, load_rgb
 from instlib.style.models import StyleComponents
 from instlib.style.tokens import StyleToken, load_tokens
-from instlib.style.transfer import stylize_images
+from instlib.style.transfer import resolve, stylize_images
 
 STAGE = "style-transfer"
 
@@ -183,12 +183,15 @@ def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Pat
 
     ``token``: a token file, or a folder of category tokens (each image gets the one covering its
     count, or the nearest). ``config``: the transfer's settings (the networks' tile, its layout, strength,
-    guidance, seed, ...). ``select``: style only the content images whose paired style image it passes.
+    sampler, guidance, seed, ...); those left to the preset are the model's
+    (:func:`~instlib.style.transfer.resolve`). ``select``: style only the content images whose paired style
+    image it passes.
     ``style_from``: style every content image with a style image it passes (see :func:`pair_styles`).
     Results are the same for any ``batch_size`` and ``shard``. Returns ``out``.
     """
     if batch_size < 1:
         raise InstlibError(f"batch size must be at least 1, got {batch_size}")
+    config = resolve(components, config)  # the manifest records the settings this model runs with
     content_dir, token, out = Path(content_dir), Path(token), Path(out)
     samples = validate_folder(content_dir)  # every input problem surfaces before anything is written
     styles = pair_styles(content_dir, samples, style, style_from)

@@ -1,17 +1,22 @@
-"""InST transfer on a batch: latent AdaIN, stochastic inversion, DDIM with classifier-free guidance.
+"""InST transfer on a batch: latent AdaIN, stochastic inversion, a sampler with classifier-free guidance.
 
 Per image (DESIGN.md section 4): VAE-encode content and style at their own pixel scale; AdaIN the
 content latent to the whole style latent's channel statistics; noise it to ``t_enc``, let the UNet predict that noise
 under the style prompt and re-noise the latent with the prediction (stochastic inversion); run the last
-``int(strength * steps)`` steps of the ``steps``-step DDIM grid (eta 0) with guidance
-``eps_uc + g (eps_c - eps_uc)``; decode and clamp to ``[0, 1]``.
+``int(strength * steps)`` steps of the ``steps``-step grid of the sampler (:mod:`instlib.style.samplers`:
+the reference's DDIM with eta 0, or a multistep solver) with guidance ``eps_uc + g (eps_c - eps_uc)``
+(guidance 1 is the conditional prediction alone: one UNet pass a step); decode and clamp to ``[0, 1]``.
 
-``t_enc`` is the first timestep the DDIM loop decodes (681 for strength 0.7, 50 steps), so the latent's
+``t_enc`` is the first timestep the sampler decodes (681 for strength 0.7, 50 DDIM steps), so the latent's
 noise level is the one the sampler assumes. ``reference_timesteps=True`` reproduces the reference,
 which encodes at ``int(strength * 1000) = 700`` and then decodes from 681.
 
 The UNet sees ``resolution``-sized tiles of the content, never a squashed image
-(:mod:`instlib.style.tiling`); the output has the content's size and pixel grid, so its labels stay exact.
+(:mod:`instlib.style.tiling`), or with ``resolution="auto"`` the whole padded image in one pass, its
+self-attention in windows of the model's training size (:mod:`instlib.style.attention`), tiles only
+when the image exceeds ``max_pixels``. The output has the content's size and pixel grid, so its labels
+stay exact. Settings a preset decides (:class:`~instlib.config.style.TransferConfig`) are filled in by
+the kind of model (:func:`model_kind`).
 
 Precision: latents, noise and the scheduler's arithmetic are fp32 whatever the networks' dtype; the
 networks may run in half precision (inputs are cast to their dtype, outputs back to fp32), as the
@@ -24,21 +29,79 @@ the order content, style, noise; results do not depend on the batch it is in. Wi
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from instlib.config.style import TransferConfig
 from instlib.errors import InstlibError
+from instlib.style.attention import windowed_attention
 from instlib.style.colour import keep_colour_axis
 from instlib.style.conditioning import style_conditioning
 from instlib.style.imaging import from_pixels, resize, to_pixels
 from instlib.style.models import StyleComponents
+from instlib.style.pixelspace import PixelSpace
+from instlib.style.samplers import make_sampler
 from instlib.style.tiling import TilePlan, check_tile, pad_image, plan_tiles, tiled
 from instlib.style.tokens import StyleToken
+
+
+def model_kind(components: StyleComponents) -> str:
+    """``prior`` for an offline prior (pixel space, :mod:`instlib.style.prior`), else ``sd``: the key of
+    :data:`~instlib.config.style.MODEL_PRESETS` that picks the transfer's default settings."""
+    return "prior" if isinstance(components.vae, PixelSpace) else "sd"
+
+
+def resolve(components: StyleComponents, config: TransferConfig) -> TransferConfig:
+    """``config`` with the settings its preset decides filled in for this model."""
+    return config if config.resolved else config.for_model(model_kind(components))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the UNet covers one padded image: tiles (``plan``), or the whole image at once (``plan=None``);
+    ``windowed``: self-attention in windows of the model's training size."""
+
+    pixel_size: tuple[int, int]
+    plan: TilePlan | None
+    windowed: bool
+
+
+def unet_multiple(components: StyleComponents) -> int:
+    """Pixels an image side must be a multiple of for the UNet (its down-samplings times the VAE's factor)."""
+    return components.latent_factor * 2 ** (len(components.unet.config.block_out_channels) - 1)
+
+
+def training_size(components: StyleComponents) -> int:
+    """The square size in pixels the model was trained at."""
+    size = components.unet.config.sample_size
+    return int(size if isinstance(size, int) else size[0]) * components.latent_factor
+
+
+def layout(components: StyleComponents, config: TransferConfig, height: int, width: int) -> Layout:
+    """The layout of an ``height x width`` image under ``config`` (resolved): fixed tiles of ``resolution``, or
+    with ``auto`` the whole image padded to the UNet's multiple when it fits ``max_pixels``, else the largest
+    square tiles that do."""
+    factor = components.latent_factor
+    if config.resolution != "auto":
+        check_tile(config.resolution, factor)
+        plan = plan_tiles(height, width, config.resolution, factor, config.tiling, config.tile_overlap)
+        return Layout(plan.pixel_size, plan, False)
+    m = unet_multiple(components)
+    whole = (-(-height // m) * m, -(-width // m) * m)
+    if whole[0] * whole[1] <= config.max_pixels:
+        return Layout(whole, None, True)
+    tile = max(m, math.isqrt(config.max_pixels) // m * m)
+    plan = plan_tiles(height, width, tile, factor, config.tiling, config.tile_overlap)
+    return Layout(plan.pixel_size, plan, True)
+
 
 def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Give ``content`` (B, C, H, W) the per-channel mean and std of ``style`` (std = sqrt(unbiased var + eps))."""
@@ -70,8 +133,9 @@ def predict_noise(components: StyleComponents, latents: torch.Tensor, t: int | t
     return components.unet(latents.to(dtype), t, encoder_hidden_states=states.to(dtype)).sample.float()
 
 
-def timesteps(scheduler: DDIMScheduler, config: TransferConfig) -> tuple[int, torch.Tensor]:
-    """``(t_enc, grid)``: the inversion timestep and the DDIM timesteps decoded (sets the scheduler's grid)."""
+def timesteps(scheduler: SchedulerMixin, config: TransferConfig) -> tuple[int, torch.Tensor]:
+    """``(t_enc, grid)``: the inversion timestep (the sampler's first decoded timestep) and the timesteps
+    decoded (sets the scheduler's grid). ``config`` must be resolved (:func:`resolve`)."""
     scheduler.set_timesteps(config.steps)
     n = min(int(config.steps * config.strength), config.steps)
     grid = scheduler.timesteps[config.steps - n:]
@@ -112,10 +176,11 @@ def invert(components: StyleComponents, scheduler: DDIMScheduler, init: torch.Te
     return scheduler.add_noise(init, eps_hat, t)
 
 
-def denoise(components: StyleComponents, scheduler: DDIMScheduler, latents: torch.Tensor, grid: torch.Tensor,
+def denoise(components: StyleComponents, scheduler: SchedulerMixin, latents: torch.Tensor, grid: torch.Tensor,
             cond: torch.Tensor, uncond: torch.Tensor, guidance: float, plan: TilePlan | None = None) -> torch.Tensor:
-    """DDIM (eta 0) over ``grid`` with classifier-free guidance: one UNet call on ``[uncond; cond]`` per step
-    (all tiles of ``plan`` in it); the latent and the scheduler's step stay fp32."""
+    """The sampler's steps over ``grid`` (DDIM: eta 0) with classifier-free guidance: one UNet call on
+    ``[uncond; cond]`` per step (all tiles of ``plan`` in it); the latent and the scheduler's step stay fp32.
+    ``scheduler`` must be fresh with its grid set (multistep solvers keep the earlier steps' outputs)."""
     latents = latents.float()
     for t in grid:
         if guidance == 1.0:  # guidance 1 is the conditional prediction alone: skip the unconditional half
@@ -123,7 +188,7 @@ def denoise(components: StyleComponents, scheduler: DDIMScheduler, latents: torc
         else:
             eps = _merged(components, latents, t, plan, [uncond, cond],
                           lambda eps_uc, eps_c: eps_uc + guidance * (eps_c - eps_uc))
-        latents = scheduler.step(eps, t, latents, eta=0.0).prev_sample
+        latents = scheduler.step(eps, t, latents).prev_sample  # DDIM's eta defaults to 0
     return latents
 
 
@@ -140,24 +205,28 @@ def stylize(components: StyleComponents, content: torch.Tensor, cond: torch.Tens
             style: torch.Tensor | list[torch.Tensor] | None = None) -> torch.Tensor:
     """Styled images ``(B, 3, H, W)`` in ``[0, 1]`` (fp32) from content pixels in ``[-1, 1]``.
 
-    ``content`` must already have a tileable size (:func:`instlib.style.tiling.plan_tiles`'s ``pixel_size``;
-    :func:`stylize_images` pads it). ``style``: with AdaIN, each image's style pixels (any size that is a
-    multiple of the VAE's factor), as a batch or a list.
+    ``content`` must already have the padded size of its :func:`layout` (:func:`stylize_images` pads it).
+    ``style``: with AdaIN, each image's style pixels (any size that is a multiple of the VAE's factor), as a
+    batch or a list. Settings the preset decides are filled in for this model (:func:`resolve`).
     """
+    config = resolve(components, config)
     if config.adain and style is None:
         raise InstlibError("AdaIN needs the style images")
-    plan = plan_tiles(*content.shape[2:], config.resolution, components.latent_factor, config.tiling,
-                      config.tile_overlap)
-    if plan.pixel_size != tuple(content.shape[2:]):
-        raise InstlibError(f"content of {tuple(content.shape[2:])} pixels cannot be tiled by {config.resolution}-pixel "
-                           f"'{config.tiling}' tiles; pad it to {plan.pixel_size} first")
-    scheduler = DDIMScheduler.from_config(components.scheduler.config)  # own copy: set_timesteps mutates it
+    where = layout(components, config, *content.shape[2:])
+    if where.pixel_size != tuple(content.shape[2:]):
+        raise InstlibError(f"content of {tuple(content.shape[2:])} pixels does not fit resolution {config.resolution} "
+                           f"('{config.tiling}' tiles); pad it to {where.pixel_size} first")
+    # Fresh schedulers per call: set_timesteps mutates them and multistep solvers carry state between steps.
+    noiser = DDIMScheduler.from_config(components.scheduler.config)  # add_noise: q(x_t | x_0), the same for all
+    scheduler = make_sampler(config.sampler, components.scheduler.config)
     t_enc, grid = timesteps(scheduler, config)
     latents = encode_latents(components, content, generators)
     if config.adain:
         latents = _adain_to_styles(components, latents, list(style), generators)
-    latents = invert(components, scheduler, latents, cond, t_enc, generators, config.inversion, plan)
-    latents = denoise(components, scheduler, latents, grid, cond, uncond, config.guidance, plan)
+    attention = windowed_attention(components.unet) if where.windowed else contextlib.nullcontext()
+    with attention:
+        latents = invert(components, noiser, latents, cond, t_enc, generators, config.inversion, where.plan)
+        latents = denoise(components, scheduler, latents, grid, cond, uncond, config.guidance, where.plan)
     return decode_latents(components, latents)
 
 
@@ -173,18 +242,20 @@ def stylize_images(components: StyleComponents, tokens: StyleToken | list[StyleT
     ``tokens``: one token for all, or one per image (category tokens). ``seeds``: one per image. The token
     sees the whole style image resized to ``resolution`` (as in training); AdaIN takes the statistics of the
     whole style image at its own pixel scale, the scale the content is restyled at. A gray or single-hue
-    style image gives a styled image of that colour (:mod:`instlib.style.colour`).
+    style image gives a styled image of that colour (:mod:`instlib.style.colour`). With ``resolution="auto"``
+    the token sees the style image at the model's training size.
     """
+    config = resolve(components, config)
     factor = components.latent_factor
-    check_tile(config.resolution, factor)
+    if config.resolution != "auto":
+        check_tile(config.resolution, factor)
     tokens = tokens if isinstance(tokens, list) else [tokens] * len(contents)
-    size = (config.resolution, config.resolution)
-    cond, uncond = style_conditioning(components, tokens, [resize(s, size) for s in styles])
+    side = training_size(components) if config.resolution == "auto" else config.resolution
+    cond, uncond = style_conditioning(components, tokens, [resize(s, (side, side)) for s in styles])
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     groups: dict[tuple[int, int], list[int]] = {}  # images of one padded size share the network calls
     for i, c in enumerate(contents):
-        plan = plan_tiles(*c.shape[:2], config.resolution, factor, config.tiling, config.tile_overlap)
-        groups.setdefault(plan.pixel_size, []).append(i)
+        groups.setdefault(layout(components, config, *c.shape[:2]).pixel_size, []).append(i)
     out: list[np.ndarray] = [None] * len(contents)
     for padded, idx in groups.items():
         content = to_pixels([pad_image(contents[i], padded) for i in idx], components.device, components.dtype)
