@@ -169,6 +169,20 @@ def test_protocol_tables_give_exclusions_per_fold_and_kept_epochs_per_run(tmp_pa
     assert "official split" in official
 
 
+def test_protocol_by_fold_joins_the_seeds_that_did_the_same(tmp_path):
+    cv_dir = _cv_dir(tmp_path)
+    rows = pd.read_csv(cv_dir / "results.csv")
+    other = rows.assign(seed=43)
+    other.loc[(other["source"] == "synhc") & (other["fold"] == 1), "pretrain_epoch"] = 5  # kept another epoch
+    classical = rows.iloc[:1].assign(source="classical", excluded=0)
+    pd.concat([rows, other, classical]).to_csv(cv_dir / "results.csv", index=False)
+    table = results.protocol_by_fold(cv_dir)
+    assert table.loc[("real", "none", 0), "seeds"] == "42, 43"
+    split = table.loc[("Syn-HC", "none", 1)]
+    assert split["seeds"].tolist() == ["42", "43"] and split["pretrain_epoch"].tolist() == [3, 5]
+    assert len(table) == 5 and "classical (no training)" not in table.index.get_level_values("source")
+
+
 def test_statement_says_when_the_recipe_is_not_the_authors(tmp_path):
     paper = get_profile("paper", **{"cv.seeds": [1, 2, 3]})
     _, not_shows = results.statement(paper, None, cell200=True, cv_dir=_cv_dir(tmp_path, recipe="instlib"))

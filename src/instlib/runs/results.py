@@ -280,6 +280,16 @@ def protocol_table(cv_dir) -> pd.DataFrame:
     return label_sources(df.astype({c: "Int64" for c in epochs}))
 
 
+def protocol_by_fold(cv_dir) -> pd.DataFrame:
+    """:func:`protocol_table` with the seeds of a fold in one row when they excluded and kept the same
+    (``seeds``: which ones), indexed by source, mix and fold; the trained rows only."""
+    df = protocol_table(cv_dir)
+    df = df[df["source"] != SOURCE_LABELS["classical"]]
+    same = [c for c in df.columns if c != "seed"]
+    grouped = df.groupby(same, dropna=False, sort=False)["seed"].agg(lambda s: ", ".join(map(str, sorted(s))))
+    return grouped.rename("seeds").reset_index().set_index(["source", "mix", "fold"])
+
+
 def protocol(cv_dir) -> dict:
     """Recipe, split, number of folds, counting head, epoch kept, and the synthetic images excluded (once per source and fold)."""
     settings = read_json(Path(cv_dir) / CV_FILE)
