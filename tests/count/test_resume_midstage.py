@@ -48,11 +48,11 @@ main()
 """
 
 
-def count_train(folders: dict[str, Path], out: Path, kill_after: int = 0) -> subprocess.CompletedProcess:
+def count_train(folders: dict[str, Path], out: Path, kill_after: int = 0, *extra: str) -> subprocess.CompletedProcess:
     args = ["count", "train", "--train", folders["syn"], "--finetune", folders["real"], "--test", folders["test"],
             "--out", out, "--model", "test_efficientnet", "--no-pretrained", "--epochs", EPOCHS,
             "--finetune-epochs", EPOCHS, "--max-steps", STEPS, "--batch-size", 4, "--crop-size", 48,
-            "--lr", "1e-3", "--device", "cpu"]
+            "--lr", "1e-3", "--device", "cpu", *extra]
     env = {**os.environ, "PYTHONPATH": str(Path(instlib.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", CHILD, str(kill_after), *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=600)
@@ -94,3 +94,17 @@ def test_kill_9_mid_stage_then_resume(folders, tmp_path: Path, uninterrupted: Pa
     assert res.returncode == 0, res.stderr
     assert not (out / "checkpoint.pt").exists()
     assert_same_run(out, uninterrupted)
+
+
+@pytest.mark.slow
+def test_a_moving_average_of_the_weights_resumes_too(folders, tmp_path: Path):
+    # The average is state of its own: a resume that restarted it would keep other weights.
+    ema = ("--ema", "0.5", "--val-every", "2")
+    ref = tmp_path / "whole"
+    assert count_train(folders, ref, 0, *ema).returncode == 0
+    out = tmp_path / "run"
+    assert count_train(folders, out, STEPS * (EPOCHS + 1) + 2, *ema).returncode == -signal.SIGKILL
+    assert "ema" in torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    res = count_train(folders, out, 0, *ema)
+    assert res.returncode == 0, res.stderr
+    assert_same_run(out, ref)

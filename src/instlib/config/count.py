@@ -50,10 +50,10 @@ AUTO_SIGMA = AUTO
 RECIPES: dict[str, dict[str, Any]] = {
     "authors": dict(epochs=25, finetune_epochs=25, lr=1e-4, weight_decay=0.0, schedule="steplr10", norm="idcia",
                     batch_size=8, crop_size=200, drop_rate=0.2, drop_path_rate=0.2, mean_count_bias=False,
-                    head="regression", density=False, crops_per_epoch=0, keep="best"),
+                    head="regression", density=False, crops_per_epoch=0, keep="best", val_every=1),
     "instlib": dict(epochs=50, finetune_epochs=50, lr=1e-3, weight_decay=1e-5, schedule="poly", norm="data",
                     batch_size=8, crop_size=200, drop_rate=0.0, drop_path_rate=0.0, mean_count_bias=True,
-                    head="density", density=False, crops_per_epoch=128, keep="last"),
+                    head="density", density=False, crops_per_epoch=128, keep="last", val_every=5),
 }
 #: The settings a recipe decides (the same for every recipe).
 RECIPE_FIELDS: tuple[str, ...] = tuple(RECIPES["instlib"])
@@ -115,6 +115,12 @@ class TrainConfig(Config):
     """Random crops per image and epoch when crops_per_epoch is 0."""
     keep: str | None = None
     """Epoch each stage keeps: best (lowest validation MAE, the authors') or last; default: the recipe's."""
+    val_every: int | None = Field(None, ge=1)
+    """Validate every this many epochs (and after the last one); keep=best chooses among the validated
+    epochs; default: the recipe's."""
+    ema: float = Field(0.0, ge=0, lt=1)
+    """Decay per step of an exponential moving average of the weights, which is then validated and kept
+    instead of the raw weights (e.g. 0.99); 0: off."""
     max_steps: int | None = Field(None, ge=1)
     """Cap on steps per epoch (quick runs)."""
     max_images: int | None = Field(None, ge=1)
@@ -138,6 +144,10 @@ class TrainConfig(Config):
     """Per-crop gain (0.37x to 2.7x), gamma, blur and sensor noise, as exposure and focus vary between images."""
     count_scales: tuple[int, ...] = Field((1,), min_length=1)
     """Density head: the crop-count term of the loss also on a grid of n x n parts of each crop, for each n."""
+    count_weight: float = Field(0.01, ge=0)
+    """Density head: weight of the crop-count term (absolute error in cells) against the pixel MSE."""
+    out_stride: int = Field(2, ge=1)
+    """Density head: stride of the output map, one of the encoder's strides (2, 4, ...)."""
     eval_batch_size: int = Field(32, ge=1)
     """Crops per batch when validating and testing."""
     channels_last: bool = True

@@ -4,8 +4,11 @@ Stage ``pretrain`` trains on the source (mixed with the target-domain images und
 :mod:`instlib.count.mix`); stage ``finetune`` trains on the real images; without fine-tuning there is
 one stage, ``train``. Each stage keeps one of its trained epochs (never its starting weights: the
 authors' ``min_loss = inf``), the one with the lowest validation MAE or the last one (the config's
-``keep``), and the next stage starts from it. Every epoch's validation MAE (over the crop-size tiles
-of the validation images, see :func:`validate`) is recorded either way.
+``keep``), and the next stage starts from it. The validation MAE (over the crop-size tiles of the
+validation images, see :func:`validate`) is recorded every ``val_every`` epochs and after the last;
+``keep=best`` chooses among those epochs. With ``ema`` the weights validated and kept are an
+exponential moving average of the trained ones (``torch.optim.swa_utils.AveragedModel``), restarted
+with each stage.
 
 After every epoch the weights, optimiser state, kept weights, history and random generators are saved
 (``checkpoint.pt``, read back with ``weights_only=True``): a killed run resumes from its last finished
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from instlib.config.count import TrainConfig
@@ -118,11 +122,14 @@ def fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, device
         scaler = grad_scaler(device, config.amp)  # fp16 (GPUs below sm_80) needs its loss scaled; else a no-op
         steps = _steps(len(stage.bank), config)
         # As the authors' min_loss = inf: a trained epoch always wins, so a stage never returns its start.
+        ema = _averaged(model, config.ema)
         best, best_mae, best_epoch, start = None, math.inf, 0, 0
         if ckpt and s == ckpt["stage"]:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             scaler.load_state_dict(ckpt.get("scaler", {}))
+            if ema is not None:
+                ema.load_state_dict(ckpt["ema"])
             best, best_mae, best_epoch, start = ckpt["best"], ckpt["best_mae"], ckpt["best_epoch"], ckpt["epoch"]
         else:  # epoch 0: the weights the stage starts from, for the history only
             history.append({"stage": stage.name, "epoch": 0, "train_loss": math.nan,
@@ -132,10 +139,13 @@ def fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, device
                    initial=start, total=stage.epochs, leave=False)
         for epoch in bar:
             epoch_tic = time.perf_counter()
-            losses = _train_epoch(model, stage, strategy, opt, scaler, epoch, steps, config, device, gen)
-            val_mae = validate(model, data.val, config, device)
-            if KEEP[config.keep](val_mae, best_mae):
-                best, best_mae, best_epoch = _state(model), val_mae, epoch + 1
+            losses = _train_epoch(model, ema, stage, strategy, opt, scaler, epoch, steps, config, device, gen)
+            kept_model = model if ema is None else ema.module
+            val_mae = math.nan
+            if (epoch + 1) % config.val_every == 0 or epoch + 1 == stage.epochs:
+                val_mae = validate(kept_model, data.val, config, device)
+                if KEEP[config.keep](val_mae, best_mae):
+                    best, best_mae, best_epoch = _state(kept_model), val_mae, epoch + 1
             history.append({"stage": stage.name, "epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                             "val_mae": val_mae, "lr": opt.param_groups[0]["lr"],
                             "seconds": time.perf_counter() - epoch_tic})
@@ -143,6 +153,7 @@ def fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, device
             write_history(out, history)
             _save_checkpoint(ckpt_path, {
                 "stage": s, "epoch": epoch + 1, "model": _state(model), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                **({"ema": _state(ema)} if ema is not None else {}),
                 "best": best, "best_mae": best_mae, "best_epoch": best_epoch, "history": history,
                 "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "elapsed": before + time.perf_counter() - tic})
@@ -154,7 +165,14 @@ def fit(model: CountModel, data: RunData, config: TrainConfig, out: Path, device
     return history, before
 
 
-def _train_epoch(model: CountModel, stage: Stage, strategy, opt: torch.optim.Optimizer,
+def _averaged(model: CountModel, decay: float) -> AveragedModel | None:
+    """The moving average of ``model``'s weights and buffers with ``decay`` per step (None when 0)."""
+    if not decay:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _train_epoch(model: CountModel, ema: AveragedModel | None, stage: Stage, strategy, opt: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, epoch: int, steps: int, config: TrainConfig, device: torch.device,
                  gen: torch.Generator) -> list[float]:
     """One epoch of ``steps`` batches of random crops (with the stage's mixing partner); the batches' losses."""
@@ -185,6 +203,8 @@ def _train_epoch(model: CountModel, stage: Stage, strategy, opt: torch.optim.Opt
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
+        if ema is not None:
+            ema.update_parameters(model)
         losses.append(loss.item())
     return losses
 

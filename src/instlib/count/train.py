@@ -65,6 +65,7 @@ def build_model(data: RunData, config: TrainConfig) -> CountModel:
         mean, std = NORMS[config.norm]
     spec = ModelSpec(backbone=config.model, channels=concat_banks([real, data.val]).channels, mean=mean, std=std,
                      crop_size=config.crop_size, head=config.head, count_scales=config.count_scales,
+                     count_weight=config.count_weight, out_stride=config.out_stride,
                      **({"sigma": config.sigma} if config.head == "density" else {}),  # the regressor has dot targets
                      intensity_percentile=config.intensity_percentile,
                      density=config.head == "regression" and config.density,
