@@ -51,7 +51,7 @@ VARIANTS: dict[str, dict] = {
     "stride 4": {"out_stride": 4},
     "sigma x0.5": {"sigma": 0.5},
     "sigma x2": {"sigma": 2.0},
-    "count scales 1,2,4": {"count_scales": (1, 2, 4)},
+    "count scales 1+2+4": {"count_scales": (1, 2, 4)},
     "count weight 0.1": {"count_weight": 0.1},
     "crop 128": {"crop_size": 128},
     "crop 256": {"crop_size": 256},

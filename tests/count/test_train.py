@@ -63,7 +63,7 @@ def test_same_seed_same_result(folders, tmp_path):
 
 
 def test_resume_after_a_kill_gives_the_same_run(folders, tmp_path, monkeypatch):
-    config = tiny_config(epochs=3, finetune_epochs=2, seed=3)
+    config = tiny_config(epochs=3, finetune_epochs=2, seed=3, val_every=1)  # validation counted below
     args = ([folders["syn"]], folders["test"])
     whole = train_run(*args, tmp_path / "whole", config, finetune_dir=folders["real"], progress=False)
 
