@@ -39,3 +39,14 @@ def test_encoders_have_no_imagenet_weights():
         check_backbone("unet16", pretrained=True)
     with pytest.raises(InstlibError, match="nor one of unet16"):
         check_backbone("no-such-net", pretrained=False)
+
+
+def test_the_default_encoder_is_efficientnet_with_imagenet_weights_and_unet16_from_scratch():
+    from instlib.config.count import TrainConfig
+
+    assert TrainConfig().backbone == "efficientnet_b0"
+    scratch = TrainConfig(pretrained=False)
+    assert scratch.model == "auto" and scratch.backbone == "unet16"
+    assert scratch.updated(pretrained=True).backbone == "efficientnet_b0"  # auto follows the weights
+    assert TrainConfig(model="unet32", pretrained=False).backbone == "unet32"
+    check_backbone(scratch.backbone, scratch.pretrained)

@@ -202,7 +202,7 @@ def cross_validate(real_dir: str | Path, out: str | Path, config: TrainConfig, g
             raise InstlibError(f"source name '{name}' may not contain '-' or '/' (it names run folders)")
     for m in grid.mixes:  # every variant's settings, before any run
         config.updated(mix=m)
-    check_backbone(config.model, config.pretrained)
+    check_backbone(config.backbone, config.pretrained)
     out = Path(out)
     real_dir = Path(real_dir)
     real, parts = real_folds(real_dir, grid.folds, config.split, progress=progress)
@@ -254,7 +254,7 @@ def _deep_run(real: ImageBank, real_dir: Path, parts: list, job: Job, config: Tr
            **{f"{m}_center": metrics["center"][m] for m in ("mae", "rmse", "acp")},
            "n_test": metrics["n"], "epochs": cfg.epochs,
            "finetune_epochs": cfg.finetune_epochs if source is not None else 0,
-           "model": cfg.model, "head": cfg.head, "wall_s": metrics["wall_s"], "excluded": excluded,
+           "model": cfg.backbone, "head": cfg.head, "wall_s": metrics["wall_s"], "excluded": excluded,
            "sigma": metrics["produced_by"]["config"]["sigma"] if cfg.head == "density" else None,
            "pretrain_epoch": metrics["selected_epochs"].get("pretrain"), "final_epoch": selected[-1][1],
            "recipe": cfg.recipe, "split": cfg.split}

@@ -63,7 +63,7 @@ def build_model(data: RunData, config: TrainConfig) -> CountModel:
         mean, std = channel_stats(concat_banks([real, data.val]))
     else:
         mean, std = NORMS[config.norm]
-    spec = ModelSpec(backbone=config.model, channels=concat_banks([real, data.val]).channels, mean=mean, std=std,
+    spec = ModelSpec(backbone=config.backbone, channels=concat_banks([real, data.val]).channels, mean=mean, std=std,
                      crop_size=config.crop_size, head=config.head, count_scales=config.count_scales,
                      count_weight=config.count_weight, out_stride=config.out_stride,
                      **({"sigma": config.sigma} if config.head == "density" else {}),  # the regressor has dot targets
@@ -139,7 +139,7 @@ def train_run(train_dirs: Sequence[str | Path], test_dir: str | Path, out: str |
     """
     if isinstance(train_dirs, (str, Path)):
         train_dirs = [train_dirs]
-    check_backbone(config.model, config.pretrained)  # before minutes of decoding
+    check_backbone(config.backbone, config.pretrained)  # before minutes of decoding
     data = load_run_data(train_dirs, test_dir, config, finetune_dir=finetune_dir, mix_with=mix_with,
                          progress=progress)
     return run(data, out, config, progress=progress, device=device)

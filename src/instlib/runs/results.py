@@ -170,7 +170,7 @@ def statement(profile: Profile, comparisons: pd.DataFrame | None, *, cell200: bo
     if count.epochs < 20 or count.finetune_epochs < 20:
         small.append(f"{count.epochs} pre-training and {count.finetune_epochs} fine-tuning epochs")
     if not count.pretrained:
-        small.append(f"{count.model} without ImageNet weights")
+        small.append(f"{count.backbone} without ImageNet weights")
     if profile.cv.folds < 5:
         small.append(f"{profile.cv.folds}-fold instead of 5-fold cross-validation")
     if small:
