@@ -36,14 +36,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from instlib.config.count import TrainConfig  # noqa: E402
+from instlib.config.count import AUTO_SIGMA_FRACTION, TrainConfig  # noqa: E402
 from instlib.count.bank import cell_sigma, load_bank  # noqa: E402
 from instlib.count.classical import classical_run  # noqa: E402
 from instlib.count.compare import compare_pair, holm  # noqa: E402
 from instlib.data.folder import list_samples  # noqa: E402
 from instlib.data.simulate import simulate  # noqa: E402
 
-#: One change each against the defaults (``default``). ``sigma`` factors scale the measured cell width.
+#: One change each against the defaults (``default``). ``sigma`` factors scale the default (auto) target width.
 VARIANTS: dict[str, dict] = {
     "default": {},
     "unet16": {"model": "unet16"},
@@ -83,8 +83,9 @@ def make_replicate(root: Path, r: int, args) -> tuple[Path, Path]:
 def _config(name: str, r: int, base: dict, train: Path) -> TrainConfig:
     changes = dict(VARIANTS[name])
     config = TrainConfig(**{"head": "density", "pretrained": False, **base, "seed": 42 + r})
-    if "sigma" in changes:  # a factor of the cells' measured blob scale
-        changes["sigma"] = round(changes["sigma"] * cell_sigma(load_bank(list_samples(train), progress=False)), 2)
+    if "sigma" in changes:  # a factor of the default width (sigma="auto")
+        blob = cell_sigma(load_bank(list_samples(train), progress=False))
+        changes["sigma"] = round(changes["sigma"] * AUTO_SIGMA_FRACTION * blob, 2)
     return config.updated(**changes)
 
 

@@ -277,7 +277,7 @@ def test_a_run_measures_sigma_on_its_real_training_images(folders, tmp_path):
     metrics = train_run([folders["real"]], folders["test"], tmp_path / "run", config, progress=False)
     spec = load_model(tmp_path / "run" / "model.safetensors").spec
     data = inputs.load_run_data([folders["real"]], folders["test"], config)
-    assert spec.sigma == metrics["produced_by"]["config"]["sigma"] == round(cell_sigma(data.train), 2)
+    assert spec.sigma == metrics["produced_by"]["config"]["sigma"] == round(0.5 * cell_sigma(data.train), 2)
     with pytest.raises(InstlibError, match="sigma must be"):
         tiny_config(sigma="wide")
     empty = _bank([np.zeros((0, 2))])

@@ -161,7 +161,7 @@ def test_protocol_tables_give_exclusions_per_fold_and_kept_epochs_per_run(tmp_pa
     rows = pd.read_csv(density / "results.csv")
     rows.assign(sigma=[5.96, 6.1] * 2).to_csv(density / "results.csv", index=False)  # measured per run
     text = " ".join(results.protocol_statement(density))
-    assert ("density-map head (U-Net decoder, Gaussian targets of σ 5.96-6.1 px, the cells' blob scale measured on "
+    assert ("density-map head (U-Net decoder, Gaussian targets of σ 5.96-6.1 px, half the cells' blob scale measured on "
             "each run's real training images)") in text
 
     (tmp_path / "official").mkdir()

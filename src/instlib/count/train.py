@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from instlib.config.count import AUTO_SIGMA, TrainConfig
+from instlib.config.count import AUTO_SIGMA, AUTO_SIGMA_FRACTION, TrainConfig
 from instlib.count.backbone import check_backbone
 from instlib.count.bank import ImageBank, cell_sigma, channel_stats, concat_banks
 from instlib.count.inputs import RunData, fingerprint, load_run_data, scaled, stains
@@ -45,14 +45,15 @@ def _mean_crop_count(bank: ImageBank, size: int) -> float:
 
 
 def _resolve_sigma(config: TrainConfig, real: ImageBank) -> TrainConfig:
-    """``config`` with ``sigma="auto"`` replaced by the blob scale of the cells of the real training images."""
+    """``config`` with ``sigma="auto"`` replaced by :data:`AUTO_SIGMA_FRACTION` of the blob scale of the cells of
+    the real training images."""
     if config.sigma != AUTO_SIGMA or config.head != "density":
         return config
     sigma = cell_sigma(real)
     if sigma is None:
         raise DataError("the real training images have no annotated cells to measure the width of the density "
                         "targets at; give it in pixels (--sigma)", Path(real.paths[0]).parent)
-    return config.updated(sigma=round(sigma, 2))
+    return config.updated(sigma=round(AUTO_SIGMA_FRACTION * sigma, 2))
 
 
 def build_model(data: RunData, config: TrainConfig) -> CountModel:

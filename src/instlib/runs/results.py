@@ -314,7 +314,7 @@ def _density_targets(p: dict) -> str:
     if not p["sigmas"]:
         return "Gaussian targets"
     lo, hi = p["sigmas"][0], p["sigmas"][-1]
-    how = ", the cells' blob scale measured on each run's real training images" if p["sigma"] == "auto" else ""
+    how = ", half the cells' blob scale measured on each run's real training images" if p["sigma"] == "auto" else ""
     return f"Gaussian targets of σ {lo:g}" + (f"-{hi:g}" if hi > lo else "") + f" px{how}"
 
 
