@@ -15,7 +15,7 @@ Writes ``runs/<variant>/<replicate>/`` (``count train`` run folders: a rerun ski
 resumes killed ones), ``results.csv`` (MAE per variant and replicate, with wall time), ``by_stain.csv``,
 ``comparisons.csv`` and ``comparisons.png``.
 
-Run:  python benchmarks/count_defaults.py --out /tmp/count-defaults --jobs 2       (about an hour on 2 cores)
+Run:  python benchmarks/count_defaults.py --out /tmp/count-defaults --jobs 2   (about 8 min a run at one thread)
       python benchmarks/count_defaults.py --out /tmp/cd --size 96x128 --train 4 --test 4 --replicates 2 \\
           --variants default,unet16 --set epochs=2 --set crop_size=48              (seconds: a smoke run)
 """
