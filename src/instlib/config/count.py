@@ -73,7 +73,7 @@ class TrainConfig(Config):
 
     model: str = AUTO
     """Encoder: a timm backbone (test_efficientnet for quick runs) or a from-scratch U-Net (unet16, unet32); auto:
-    efficientnet_b0 with ImageNet weights, unet16 from scratch (see :attr:`backbone`)."""
+    efficientnet_b0 with ImageNet weights, unet16 from scratch."""
     pretrained: bool = True
     """Start from ImageNet weights (cached, or downloaded when online)."""
     recipe: str = "instlib"
