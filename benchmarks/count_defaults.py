@@ -6,7 +6,7 @@ with several stains (``--stains``: nuclear and marker stains, so fields with zer
 occur). On each it trains the density counter from scratch (``count train --head density
 --no-pretrained``) with the defaults and with each variant, training seed ``42 + replicate``, and fits
 the classical counter. Every run predicts its replicate's test images; a variant is compared with the
-defaults per test image, pooled over the replicates (:func:`instlib.count.compare.compare_pair`:
+defaults per test image, pooled over the replicates (:func:`instlib.count.compare.comparison_table`:
 paired BCa interval, sign-flip permutation test, Holm over the variants, smallest detectable
 difference). A new data set per replicate varies what the simulator draws as well as the training
 seed, so nothing is tuned to one draw of either.
@@ -32,16 +32,16 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from instlib.config.count import AUTO_SIGMA_FRACTION, TrainConfig  # noqa: E402
-from instlib.count.bank import cell_sigma, load_bank  # noqa: E402
-from instlib.count.classical import classical_run  # noqa: E402
-from instlib.count.compare import compare_pair, holm  # noqa: E402
-from instlib.data.folder import list_samples  # noqa: E402
-from instlib.data.simulate import simulate  # noqa: E402
+from instlib.config.count import AUTO_SIGMA_FRACTION, TrainConfig
+from instlib.count.bank import cell_sigma, load_bank
+from instlib.count.classical import classical_run
+from instlib.count.compare import comparison_table
+from instlib.data.folder import list_samples
+from instlib.data.simulate import simulate
 
 #: One change each against the defaults (``default``). ``sigma`` factors scale the default (auto) target width.
 VARIANTS: dict[str, dict] = {
@@ -151,10 +151,8 @@ def main() -> None:
     errors = preds.assign(error=(preds["pred"] - preds["true"]).abs()).pivot_table(
         index=["name", "seed"], columns="variant", values="error", sort=False)
     rows = [n for n in [*names, "classical"] if n != "default"]
-    table = pd.DataFrame([{"variant": n, "mae": errors[n].mean(), **compare_pair(errors[n], errors["default"], seed=i)}
-                          for i, n in enumerate(rows)])
-    table["p_holm"] = holm(table["p_value"])
-    table["claimed"] = (table["p_holm"] < 0.05) & ((table["ci_high"] < 0) | (table["ci_low"] > 0))
+    table = comparison_table(errors, [(n, "default") for n in rows]).drop(columns="b").rename(columns={"a": "variant"})
+    table.insert(1, "mae", [errors[n].mean() for n in rows])
     table["wall_s"] = [results.loc[results["variant"] == n, "wall_s"].mean() for n in rows]
 
     results.to_csv(args.out / "results.csv", index=False)

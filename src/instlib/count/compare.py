@@ -124,11 +124,12 @@ def compare(cv_dir: str | Path, baseline: str | None = None, *, n_resamples: int
         pairs = [(r, baseline) for r in rows if r != baseline]
     else:
         pairs = list(combinations(rows, 2))
-    return _table(errors, pairs, n_resamples)
+    return comparison_table(errors, pairs, n_resamples)
 
 
-def _table(errors, pairs: list[tuple[str, str]], n_resamples: int) -> pd.DataFrame:
-    """The comparison table of ``pairs`` of rows of ``errors`` (row name -> errors by (image, seed))."""
+def comparison_table(errors, pairs: list[tuple[str, str]], n_resamples: int = 9999) -> pd.DataFrame:
+    """The comparison table of ``pairs`` of rows of ``errors`` (row name -> errors by (image, seed)), Holm over
+    the pairs."""
     table = pd.DataFrame([{"a": a, "b": b, **compare_pair(errors[a], errors[b], n_resamples=n_resamples, seed=i)}
                           for i, (a, b) in enumerate(pairs)], columns=[c for c in COLUMNS if c not in ("p_holm",
                                                                                                     "claimed")])
@@ -164,7 +165,7 @@ def compare_runs(paths: list[str | Path], *, n_resamples: int = 9999) -> pd.Data
     for label, p in zip(labels[1:], paths[1:]):
         if not errors[labels[0]].index.intersection(errors[label].index).size:
             raise DataError(f"shares no test image with {paths[0]}", p)
-    return _table(errors, list(combinations(labels, 2)), n_resamples)
+    return comparison_table(errors, list(combinations(labels, 2)), n_resamples)
 
 
 def write_comparisons(cv_dir: str | Path, baseline: str | None = None) -> pd.DataFrame:
