@@ -11,7 +11,9 @@ does not depend on weight values) for one 600 x 800 and one 768 x 1024 image, tw
   no guidance).
 
 Prints the seconds of each and their ratio. On a GPU the networks run in its half type (bf16 from
-compute capability 8.0, fp16 below: :func:`instlib.runs.device.default_dtype`).
+compute capability 8.0, fp16 below), on a CPU with bf16 instructions in bf16
+(:func:`instlib.runs.device.default_dtype`); the tiled path runs in the dtype it ran in before (fp32 on every
+CPU) and the new path is also timed in that dtype.
 
     python benchmarks/bench_prior.py                     # CPU, 2 threads: training and transfer
     python benchmarks/bench_prior.py --only transfer     # transfer timings only
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 
 from instlib.config import PriorConfig
-from instlib.runs.device import default_dtype
+from instlib.runs.device import default_dtype, half_dtype
 from instlib.style import TransferConfig, stylize_images
 from instlib.style.conditioning import encode_prompts
 from instlib.style.models import default_device
@@ -74,10 +76,12 @@ def train_rate(resolution: int, batch_size: int, steps: int, device: torch.devic
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def transfer_seconds(size: tuple[int, int], config: TransferConfig, device: torch.device) -> float:
-    """Seconds to style one ``size`` image with the untrained default prior (after a small warm-up)."""
+def transfer_seconds(size: tuple[int, int], config: TransferConfig, device: torch.device,
+                     dtype: torch.dtype | None = None) -> float:
+    """Seconds to style one ``size`` image with the untrained default prior in ``dtype`` (default: the device's,
+    :func:`~instlib.runs.device.default_dtype`), after a small warm-up."""
     components, token = build_prior(PriorConfig())
-    components.to(device, default_dtype(device))
+    components.to(device, dtype or default_dtype(device))
     token.block.to(device)
     rng = np.random.default_rng(0)
     content, style = (rng.integers(0, 255, (*size, 3), dtype=np.uint8) for _ in range(2))
@@ -123,27 +127,36 @@ def passes(config: TransferConfig) -> int:
     return 1 + int(config.steps * config.strength) * (1 if config.guidance == 1.0 else 2)
 
 
-def tiled_seconds(size: tuple[int, int], config: TransferConfig, device: torch.device, steps: int) -> tuple[float, str]:
+def tiled_seconds(size: tuple[int, int], config: TransferConfig, device: torch.device, steps: int,
+                  dtype: torch.dtype) -> tuple[float, str]:
     """Seconds of the tiled path; with ``steps`` > 0 timed on that many steps and scaled to all of them by UNet
     passes (every pass costs the same: same tiles, same batch)."""
     if not steps:
-        return transfer_seconds(size, config, device), ""
+        return transfer_seconds(size, config, device, dtype), ""
     short = config.updated(strength=steps / config.steps)
-    seconds = transfer_seconds(size, short, device)
+    seconds = transfer_seconds(size, short, device, dtype)
     return seconds * passes(config) / passes(short), f" (est. from {steps} steps)"
 
 
 def transfer_times(device: torch.device, sizes: list[tuple[int, int]], tile: int = 256, tiled_steps: int = 0) -> None:
-    """The tiled path and the new defaults, side by side, per image size."""
+    """The tiled path (in the dtype it ran in: the GPU's half type, fp32 on every CPU) and the new defaults (in
+    the device's dtype, and in fp32 where that differs), side by side, per image size."""
     tiled_config = TILED.updated(resolution=tile)
     new = resolve(build_prior(PriorConfig())[0], TransferConfig())
+    before, now = half_dtype(device) or torch.float32, default_dtype(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"transfer on {where}, {str(default_dtype(device)).split('.')[-1]}: tiled = {describe(tiled_config)}; "
-          f"new = {describe(new)}")
+    print(f"transfer on {where}: tiled = {describe(tiled_config)}, {_name(before)}; new = {describe(new)}, "
+          f"{_name(now)}" + (f" (and {_name(before)})" if now != before else ""))
     for size in sizes:
-        (old_s, note), new_s = tiled_seconds(size, tiled_config, device, tiled_steps), transfer_seconds(size, new, device)
-        print(f"transfer {size[0]} x {size[1]}: tiled {old_s:8.1f} s{note}, new {new_s:8.1f} s, "
+        (old_s, note) = tiled_seconds(size, tiled_config, device, tiled_steps, before)
+        new_s = transfer_seconds(size, new, device, now)
+        same_dtype = f", new in {_name(before)} {transfer_seconds(size, new, device, before):8.1f} s" if now != before else ""
+        print(f"transfer {size[0]} x {size[1]}: tiled {old_s:8.1f} s{note}, new {new_s:8.1f} s{same_dtype}, "
               f"speed-up {old_s / new_s:5.1f}x")
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).split(".")[-1]
 
 
 def train_rates(args: argparse.Namespace, device: torch.device) -> None:

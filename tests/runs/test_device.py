@@ -1,7 +1,8 @@
 """Precision by compute capability: a T4 (sm_75), an A100 (sm_80) and the CPU, faked, for every stage.
 
 bf16 only from sm_80 (``torch.cuda.is_bf16_supported()`` says True on a T4 through emulation, where
-cuDNN has no bf16 convolutions), fp16 below with loss scaling wherever gradients flow, fp32 on the CPU.
+cuDNN has no bf16 convolutions), fp16 below with loss scaling wherever gradients flow; on the CPU the
+frozen style networks run in bf16 only where the CPU has bf16 instructions, counting always in fp32.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from instlib.count import runtime
 from instlib.data.images import write_image
 from instlib.data.points import write_points
 from instlib.runs import device as dev
+from instlib.runs.device import cpu_has_bf16
 from instlib.style import models
 
 GPUS = {"T4": (7, 5), "A100": (8, 0)}
@@ -25,6 +27,7 @@ EXPECTED = {
     "T4": (torch.float16, "fp16", torch.float16, torch.float16, None),
     "A100": (torch.bfloat16, "bf16", torch.bfloat16, torch.bfloat16, torch.bfloat16),
     "CPU": (torch.float32, "no", None, None, None),
+    "CPU with bf16": (torch.bfloat16, "bf16", None, None, None),
 }
 
 
@@ -36,6 +39,7 @@ def machine(request, monkeypatch) -> str:
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: GPUS[name])
     # the check this module replaces: it answers True on every one of these GPUs
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(dev, "cpu_has_bf16", lambda: name == "CPU with bf16")
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     return name
 
@@ -118,3 +122,12 @@ def test_token_training_hands_accelerate_the_precision_of_its_networks(tmp_path,
             train_style_token(tmp_path / "style", tmp_path / f"{expected}.safetensors", components,
                               TokenTrainingConfig(steps=1, resolution=32), progress=False)
         assert asked[-1] == expected
+
+
+@pytest.mark.parametrize(("flags", "expected"), [("fpu avx2 avx512f avx512_bf16 amx_tile", True),
+                                                 ("fpu avx2 amx_bf16", True), ("fpu avx2 avx512f", False)])
+def test_bf16_cpus_are_told_by_their_flags(tmp_path, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert cpu_has_bf16.__wrapped__(cpuinfo) is expected
+    assert cpu_has_bf16.__wrapped__(tmp_path / "missing") is False

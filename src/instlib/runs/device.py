@@ -10,8 +10,16 @@ device                       frozen networks (InST, token training)   autocast (
 CUDA, sm_80 and newer        bf16                                     bf16
 CUDA, below sm_80 (T4, V100) fp16                                     fp16 with loss scaling in
                                                                       training, fp32 without it
-CPU (and any other device)   fp32                                     none (fp32)
+CPU with bf16 instructions   bf16                                     none (fp32)
+(AVX512-BF16 or AMX)
+other CPUs and devices       fp32                                     none (fp32)
 ===========================  =======================================  ===============================
+
+On a CPU that computes bf16 in hardware (Intel Cooper Lake, Sapphire Rapids and newer; AMD Zen 4 and
+newer), one pass of the offline prior's UNet over a 768 x 1024 image takes 1.1 s in bf16 against 3.0 s
+in fp32 (both channels_last, 2 threads): the frozen networks run in bf16 there. Elsewhere bf16 is
+emulated and slower than fp32. Counting keeps fp32 on every CPU: its training was chosen and measured
+in fp32.
 
 fp16 gradients underflow without loss scaling (bf16 has fp32's range and needs none): token
 training runs under ``accelerate`` with ``mixed_precision`` from :func:`mixed_precision`, whose fp16
@@ -21,7 +29,9 @@ mode scales the loss; a training loop of its own asks :func:`grad_scaler` for a 
 
 from __future__ import annotations
 
+import functools
 import os
+from pathlib import Path
 
 import torch
 
@@ -49,8 +59,29 @@ def half_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if tuple(capability) >= BF16_CAPABILITY else torch.float16
 
 
+#: /proc/cpuinfo flags of x86 CPUs with bf16 arithmetic in hardware.
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+@functools.cache
+def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bf16 in hardware (x86 AVX512-BF16 or AMX, from the Linux CPU flags).
+
+    False where the flags cannot be read (macOS, Windows): fp32 is the safe choice there.
+    """
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+    return bool(flags & BF16_CPU_FLAGS)
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
-    """The dtype of frozen networks on ``device``: its half type on a GPU, fp32 on the CPU (half is slow there)."""
+    """The dtype of frozen networks on ``device``: its half type on a GPU, bf16 on a CPU that computes it in
+    hardware (:func:`cpu_has_bf16`), else fp32 (emulated half precision is slower than fp32)."""
+    if device.type == "cpu" and cpu_has_bf16():
+        return torch.bfloat16
     return half_dtype(device) or torch.float32
 
 

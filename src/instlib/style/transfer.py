@@ -128,9 +128,10 @@ def decode_latents(components: StyleComponents, latents: torch.Tensor) -> torch.
 
 def predict_noise(components: StyleComponents, latents: torch.Tensor, t: int | torch.Tensor,
                   states: torch.Tensor) -> torch.Tensor:
-    """The UNet's fp32 noise prediction; it runs in its own dtype on inputs cast to it."""
+    """The UNet's fp32 noise prediction; it runs in its own dtype and (channels_last) layout on inputs cast to it."""
     dtype = components.unet.dtype
-    return components.unet(latents.to(dtype), t, encoder_hidden_states=states.to(dtype)).sample.float()
+    latents = latents.to(dtype, memory_format=torch.channels_last)
+    return components.unet(latents, t, encoder_hidden_states=states.to(dtype)).sample.float()
 
 
 def timesteps(scheduler: SchedulerMixin, config: TransferConfig) -> tuple[int, torch.Tensor]:
