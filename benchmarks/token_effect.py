@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    comps = load_components(args.prior, device="cpu")
+    comps = load_components(args.prior, device="cpu", dtype=torch.float32)  # the model, not its speed
     token = load_token(f"{args.prior}/{TOKEN}")
     size = int(comps.unet.config.sample_size)
     images = [load_rgb(p) for p in list_images(args.real).values()]

@@ -149,3 +149,24 @@ def test_refuses_other_output(domains, tmp_path):
         train_prior(domains, tmp_path / "other", cfg, progress=False)
     with pytest.raises(InstlibError, match="smaller than"):
         train_prior(domains, tmp_path / "big", PriorConfig(steps=1, **{**TINY, "resolution": 32}), progress=False)
+
+
+def test_prior_token_sees_normalised_embeddings_in_training(domains, monkeypatch):
+    """The token block gets unit-norm embeddings in training, as transfer gives it (conditioning.image_embeddings)."""
+    config = PriorConfig(steps=1, **TINY)
+    components, token = prior_mod.build_prior(config)
+    nets = prior_mod._Trainable(components, token)
+    norms = []
+    nets.block.register_forward_pre_hook(lambda m, args: norms.append(args[0].norm(dim=-1)))
+    images = [_images(domains, n) for n in ("dim0", "bright0")]
+    with torch.no_grad():
+        uncond = prior_mod.encode_prompts(components, [""])
+    rng, g = prior_mod._step_rng(0, 0)
+    prior_mod._loss(components, nets, images, uncond, config, rng, g)
+    torch.testing.assert_close(norms[0], torch.ones(config.batch_size))
+
+
+def test_conditioning_is_a_setting_of_the_prior():
+    timestep = prior_mod.build_prior(PriorConfig(**TINY))[0].unet
+    cross = prior_mod.build_prior(PriorConfig(conditioning="cross-attention", **TINY))[0].unet
+    assert timestep.config.addition_embed_type == "text" and cross.config.addition_embed_type is None

@@ -51,6 +51,10 @@ class PriorConfig(Config):
     """Width of the text and image encoders and of the style token."""
     cond_dropout: float = Field(0.15, ge=0, lt=1)
     """Share of samples conditioned on the empty prompt (the branch classifier-free guidance needs)."""
+    conditioning: Literal["timestep", "cross-attention"] = "timestep"
+    """Where the style token enters the UNet: pooled into the timestep embedding, which scales and shifts every
+    block, besides the cross-attention (timestep), or through cross-attention at the coarsest level only, as in
+    SD (cross-attention: the UNet learns to ignore it)."""
     checkpoint_every: int = Field(100, ge=1)
     """Save a resumable checkpoint every this many steps."""
 
