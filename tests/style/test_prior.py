@@ -164,9 +164,3 @@ def test_prior_token_sees_normalised_embeddings_in_training(domains, monkeypatch
     rng, g = prior_mod._step_rng(0, 0)
     prior_mod._loss(components, nets, images, uncond, config, rng, g)
     torch.testing.assert_close(norms[0], torch.ones(config.batch_size))
-
-
-def test_conditioning_is_a_setting_of_the_prior():
-    timestep = prior_mod.build_prior(PriorConfig(**TINY))[0].unet
-    cross = prior_mod.build_prior(PriorConfig(conditioning="cross-attention", **TINY))[0].unet
-    assert timestep.config.addition_embed_type == "text" and cross.config.addition_embed_type is None

@@ -19,7 +19,7 @@ INVERSIONS = ("stochastic", "noise")
 
 #: Transfer settings that come as a set, by name. ``reference``: the authors' InST on SD v1.4 (512 px tiles,
 #: 50-step DDIM grid, guidance 10). ``prior``: the offline prior's fast path: the whole image in one pass
-#: per step (tiles above ``max_pixels``), DPM-Solver++ on a 14-step grid (10 steps at strength 0.7, chosen by
+#: per step (tiles above ``max_pixels``), DPM-Solver++ on a 14-step grid (9 steps at strength 0.7, chosen by
 #: measurement, book/method.md), and no guidance: the prior's token has no measurable effect, so the
 #: unconditional half of every step would double the cost for nothing.
 TRANSFER_PRESETS: dict[str, dict[str, Any]] = {
@@ -51,10 +51,6 @@ class PriorConfig(Config):
     """Width of the text and image encoders and of the style token."""
     cond_dropout: float = Field(0.15, ge=0, lt=1)
     """Share of samples conditioned on the empty prompt (the branch classifier-free guidance needs)."""
-    conditioning: Literal["timestep", "cross-attention"] = "timestep"
-    """Where the style token enters the UNet: pooled into the timestep embedding, which scales and shifts every
-    block, besides the cross-attention (timestep), or through cross-attention at the coarsest level only, as in
-    SD (cross-attention: the UNet learns to ignore it)."""
     checkpoint_every: int = Field(100, ge=1)
     """Save a resumable checkpoint every this many steps."""
 
