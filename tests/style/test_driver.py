@@ -170,3 +170,37 @@ def test_stain_filter_keeps_content_paired_with_that_stain(tiny, folders, token_
                           select=ImageFilter.of(names="field[01]"))
     manifest = read_manifest(out)
     assert list(manifest["name"]) == ["field0", "field1"] and set(manifest["tiling"]) == {"grid"}
+
+
+def test_token_controls_none_and_another(tiny, folders, token_file, tmp_path):
+    """condition none: the empty prompt, whatever the token would see; another: each token sees the next image's
+    style image (recorded, and counted in the origin), which changes the result."""
+    from instlib.style import load_token, stylize_images
+    from instlib.style.imaging import load_rgb
+
+    def run(name, **changes):
+        return transfer_folder(folders["synhc"], folders["real"], token_file, tmp_path / name, tiny,
+                               TransferConfig(**FAST, **changes), batch_size=2, progress=False)
+
+    own, none, another = run("own"), run("none", condition="none"), run("another", condition="another")
+    names = list(read_manifest(own)["name"])
+    images = {d: {n: read_image(d / "images" / f"{n}.png") for n in names} for d in (own, none, another)}
+    assert all(not np.array_equal(images[own][n], images[none][n]) for n in names)
+    assert all(not np.array_equal(images[own][n], images[another][n]) for n in names)
+    rows = read_manifest(another).set_index("name")
+    for i, n in enumerate(names):
+        nxt = names[(i + 1) % len(names)]
+        assert rows.loc[n, "token_style"] == nxt and rows.loc[n, "condition"] == "another"
+        assert set(rows.loc[n, "origin"].split(";")) == {n, nxt}
+    assert list(read_manifest(own)["token_style"]) == names
+    # under none the token's image is unused: any image gives the folder's result
+    content, style = (load_rgb(folders[k] / "images" / "field1.png") for k in ("synhc", "real"))
+    seed = int(rows.loc["field1", "seed"])
+    other = stylize_images(tiny, load_token(token_file), [content], [style], TransferConfig(**FAST, condition="none"),
+                           [seed], token_images=[np.zeros_like(style)])[0]
+    assert np.abs(other.astype(int) - (images[none]["field1"] * 255).round()).max() <= 1  # batched rounding
+
+
+def test_unknown_condition_is_refused():
+    with pytest.raises(ValueError, match="condition"):
+        TransferConfig(condition="shuffled")

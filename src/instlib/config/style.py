@@ -16,6 +16,7 @@ TILINGS = ("blend", "grid")  # instlib.style.tiling.TILINGS
 GEOMETRIES = ("resize", "center-crop")  # instlib.style.train.GEOMETRIES
 SAMPLERS = ("ddim", "dpmpp", "unipc")  # instlib.style.samplers.SAMPLERS
 INVERSIONS = ("stochastic", "noise")
+CONDITIONS = ("token", "none", "another")
 
 #: Transfer settings that come as a set, by name. ``reference``: the authors' InST on SD v1.4 (512 px tiles,
 #: 50-step DDIM grid, guidance 10). ``prior``: the offline prior's fast path: the whole image in one pass
@@ -111,6 +112,10 @@ class TransferConfig(Config):
     """Latent AdaIN of content to style."""
     inversion: str = "stochastic"
     """stochastic (UNet-predicted noise) or noise (plain img2img)."""
+    condition: str = "token"
+    """What the prompt carries: token (the style image's), none (the empty prompt: the unconditional prediction
+    alone) or another (the token of the next content image's style image, in name order): none and another
+    are the controls that show what the token adds."""
     reference_timesteps: bool = False
     """Encode at int(strength x 1000) but decode from the DDIM grid, as the reference."""
     resolution: int | Literal["auto"] | None = None
@@ -162,6 +167,11 @@ class TransferConfig(Config):
     @classmethod
     def _inversion(cls, value: str) -> str:
         return one_of(value, INVERSIONS, "inversion")
+
+    @field_validator("condition")
+    @classmethod
+    def _condition(cls, value: str) -> str:
+        return one_of(value, CONDITIONS, "condition")
 
     @field_validator("tiling")
     @classmethod

@@ -197,6 +197,9 @@ def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Pat
     styles = pair_styles(content_dir, samples, style, style_from)
     if select is not None:
         samples = _selected(samples, styles, Path(style), select)
+    # condition "another": the token sees the next content image's style image (cyclic, in name order)
+    token_sees = {s.name: styles[samples[(i + 1) % len(samples)].name] if config.condition == "another"
+                  else styles[s.name] for i, s in enumerate(samples)}
     tokens = load_tokens(token, components.device)
     counts = {s.name: len(read_points(s.points)) for s in samples}
     token_of = {n: _token_for(tokens, c) for n, c in counts.items()}
@@ -218,14 +221,17 @@ def transfer_folder(content_dir: str | Path, style: str | Path, token: str | Pat
         seeds = [image_seed(config.seed, s.name) for s in batch]
         contents = [load_rgb(s.image) for s in batch]
         styled = stylize_images(components, [token_of[s.name] for s in batch], contents,
-                                [load_rgb(styles[s.name]) for s in batch], config, seeds)
+                                [load_rgb(styles[s.name]) for s in batch], config, seeds,
+                                token_images=[load_rgb(token_sees[s.name]) for s in batch])
         for s, img, content, image_seed_ in zip(batch, styled, contents, seeds):
             write_image(out / IMAGES / f"{s.name}.png", img)
             atomic_write_bytes(out / POINTS / f"{s.name}.csv", s.points.read_bytes())
             rows[s.name] = {"name": s.name, "count": counts[s.name], "source": "inst", "seed": image_seed_,
                             **common, **_provenance(s, styles[s.name], token_of[s.name]),
-                            # The real images it was drawn from: its content's, and its style image.
-                            "origin": format_origin([*content_origin.get(s.name, ()), styles[s.name].stem]),
+                            "token_style": token_sees[s.name].stem,
+                            # The real images it was drawn from: its content's, its style image and the token's.
+                            "origin": format_origin([*content_origin.get(s.name, ()), styles[s.name].stem,
+                                                     token_sees[s.name].stem]),
                             **_fidelity(img, content, read_points(s.points))}
         write_manifest(out, list(rows.values()), shard=shard)
         bar.update(len(batch))

@@ -236,7 +236,8 @@ def _to_multiple(size: tuple[int, ...], factor: int) -> tuple[int, int]:
 
 
 def stylize_images(components: StyleComponents, tokens: StyleToken | list[StyleToken], contents: list[np.ndarray],
-                   styles: list[np.ndarray], config: TransferConfig, seeds: list[int]) -> list[np.ndarray]:
+                   styles: list[np.ndarray], config: TransferConfig, seeds: list[int],
+                   token_images: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """Style ``uint8 (H, W, 3)`` content images with their style images; results at each content's own size
     and pixel grid (tiled, never resized: see :mod:`instlib.style.tiling`).
 
@@ -244,7 +245,9 @@ def stylize_images(components: StyleComponents, tokens: StyleToken | list[StyleT
     sees the whole style image resized to ``resolution`` (as in training); AdaIN takes the statistics of the
     whole style image at its own pixel scale, the scale the content is restyled at. A gray or single-hue
     style image gives a styled image of that colour (:mod:`instlib.style.colour`). With ``resolution="auto"``
-    the token sees the style image at the model's training size.
+    the token sees the style image at the model's training size. ``token_images``: the images the token sees
+    instead of the style images (``condition="another"``: another image's); with ``condition="none"`` the
+    prompt is empty.
     """
     config = resolve(components, config)
     factor = components.latent_factor
@@ -252,7 +255,10 @@ def stylize_images(components: StyleComponents, tokens: StyleToken | list[StyleT
         check_tile(config.resolution, factor)
     tokens = tokens if isinstance(tokens, list) else [tokens] * len(contents)
     side = training_size(components) if config.resolution == "auto" else config.resolution
-    cond, uncond = style_conditioning(components, tokens, [resize(s, (side, side)) for s in styles])
+    seen = styles if token_images is None else token_images
+    cond, uncond = style_conditioning(components, tokens, [resize(s, (side, side)) for s in seen])
+    if config.condition == "none":
+        cond = uncond
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     groups: dict[tuple[int, int], list[int]] = {}  # images of one padded size share the network calls
     for i, c in enumerate(contents):
