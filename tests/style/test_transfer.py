@@ -303,7 +303,7 @@ def test_unknown_sampler_and_presets():
     ref = TransferConfig(preset="reference")
     assert (ref.resolution, ref.steps, ref.guidance, ref.sampler) == (512, 50, 10.0, "ddim")
     prior = TransferConfig(guidance=3.0).for_model("prior")
-    assert (prior.resolution, prior.sampler, prior.guidance) == ("auto", "dpmpp", 3.0)  # a set value wins
+    assert (prior.resolution, prior.sampler, prior.steps, prior.guidance) == ("auto", "ddim", 20, 3.0)  # a set value wins
     assert TransferConfig(resolution="auto").resolution == "auto" and TransferConfig(resolution="256").resolution == 256
     with pytest.raises(InstlibError, match="resolution"):
         TransferConfig(resolution="whole")

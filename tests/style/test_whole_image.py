@@ -143,6 +143,6 @@ def test_folder_transfer_on_a_prior_records_the_prior_defaults(prior, folders, t
     out = transfer_folder(folders["synhc"], folders["real"], token_file, tmp_path / "out",
                           load_components(str(model), device="cpu"), progress=False)
     rows = pd.read_csv(out / "manifest.csv")
-    assert set(rows["resolution"]) == {"auto"} and set(rows["sampler"]) == {"dpmpp"}
-    assert set(rows["guidance"]) == {1.0} and set(rows["preset"]) == {"prior"} and set(rows["steps"]) == {14}
+    assert set(rows["resolution"]) == {"auto"} and set(rows["sampler"]) == {"ddim"}
+    assert set(rows["guidance"]) == {1.0} and set(rows["preset"]) == {"prior"} and set(rows["steps"]) == {20}
     assert (rows["height"] == 48).all() and (rows["width"] == 64).all()
