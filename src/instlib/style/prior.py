@@ -22,9 +22,9 @@ Design, and why:
   restyles content without pasting its own layout. The embedding is L2-normalised, as transfer makes it.
   The block is saved as ``token.safetensors`` (usable as-is by transfer); ``instlib style train --model
   PRIOR`` trains a new one as on SD. Measured on simulated stains (book/method.md), the token carries no
-  image's style: the jointly trained encoder gives every image nearly the same embedding (cosine 0.996 or
-  more), with the token in the cross-attention or also in the timestep embedding; transfer on a prior
-  therefore skips guidance.
+  image's style: the jointly trained encoder gives every image nearly the same embedding (pairwise cosine
+  0.985 or more; 0.996 with the token also in the timestep embedding, tried and dropped); transfer on a
+  prior therefore skips guidance.
 - **Classifier-free guidance**: with probability ``cond_dropout`` a sample is conditioned on the empty
   prompt ``""``, the unconditional branch transfer uses.
 - Text encoder and tokenizer: the tiny random CLIP text model of ``models.build_tiny``'s kind, frozen (the
