@@ -148,7 +148,7 @@ def transfer_times(device: torch.device, sizes: list[tuple[int, int]], tile: int
     print(f"transfer on {where}: tiled = {describe(tiled_config)}, {_name(before)}; new = {describe(new)}, "
           f"{_name(now)}" + (f" (and {_name(before)})" if now != before else ""))
     for size in sizes:
-        (old_s, note) = tiled_seconds(size, tiled_config, device, tiled_steps, before)
+        old_s, note = tiled_seconds(size, tiled_config, device, tiled_steps, before)
         new_s = transfer_seconds(size, new, device, now)
         same_dtype = f", new in {_name(before)} {transfer_seconds(size, new, device, before):8.1f} s" if now != before else ""
         print(f"transfer {size[0]} x {size[1]}: tiled {old_s:8.1f} s{note}, new {new_s:8.1f} s{same_dtype}, "

@@ -151,7 +151,7 @@ def test_refuses_other_output(domains, tmp_path):
         train_prior(domains, tmp_path / "big", PriorConfig(steps=1, **{**TINY, "resolution": 32}), progress=False)
 
 
-def test_prior_token_sees_normalised_embeddings_in_training(domains, monkeypatch):
+def test_prior_token_sees_normalised_embeddings_in_training(domains):
     """The token block gets unit-norm embeddings in training, as transfer gives it (conditioning.image_embeddings)."""
     config = PriorConfig(steps=1, **TINY)
     components, token = prior_mod.build_prior(config)
