@@ -12,7 +12,6 @@ from instlib.data.images import write_image
 from instlib.data.points import write_points
 from instlib.data.simulate import colorize, render_fluorescence
 from instlib.data.synth import image_rng, synthesize_from_points
-from instlib.runs import device
 from instlib.style import load_components
 from instlib.style.tokens import new_token, save_token
 
@@ -25,16 +24,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def fp32_networks():
-    """Networks load in fp32 on every CPU, so results compare bit for bit (batch independence, img2img);
-    a CPU with bf16 instructions would load them in bf16 (test_whole_image tests that path on its own).
-    Session-wide: the session's components are built before any test's own fixtures run."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(device, "cpu_has_bf16", lambda: False)
-        yield
 
 
 @pytest.fixture(scope="session")
