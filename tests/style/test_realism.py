@@ -57,3 +57,15 @@ def test_select_picks_the_real_images_compared_against(tmp_path):
     assert both["images"].item() == 6 and fields["images"].item() == 4
     with pytest.raises(DataError, match="no images left"):
         realism(real, alike, crop=32, select=ImageFilter.of(names="DAPI*"), progress=False)
+
+
+def test_repeats_average_cross_validations_on_new_folds_and_classifiers(tmp_path):
+    real = make_real(tmp_path / "real", counts=(3, 8, 14, 20, 5, 11))
+    alike = make_real(tmp_path / "alike", counts=(4, 9, 13, 19, 6, 12))
+    runs = [realism(real, alike, folds=2, crop=32, steps=5, seed=s, progress=False) for s in (3, 5)]
+    repeated = realism(real, alike, folds=2, crop=32, steps=5, seed=3, repeats=2, progress=False)
+    assert repeated["accuracy"].item() == pytest.approx(np.mean([r["accuracy"].item() for r in runs]))
+    assert runs[0]["accuracy"].item() != runs[1]["accuracy"].item()  # the second run is a new one
+    assert repeated["repeats"].item() == 2 and runs[0]["repeats"].item() == 1
+    with pytest.raises(ValueError, match="repeats"):
+        realism(real, alike, crop=32, repeats=0, progress=False)

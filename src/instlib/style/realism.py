@@ -77,15 +77,20 @@ def _fold_accuracy(real_train, fake_train, real_test, fake_test, crop, crops_per
 
 
 def realism(real_dir: str | Path, fake_dirs: list[str | Path] | str | Path, *, folds: int = 5, crop: int = 64,
-            steps: int = 200, crops_per_image: int = 8, seed: int = 0, select: ImageFilter | None = None,
-            out: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
-    """Real-vs-fake accuracy per fake folder: columns ``fake, accuracy, std, folds, images``.
+            steps: int = 200, crops_per_image: int = 8, seed: int = 0, repeats: int = 1,
+            select: ImageFilter | None = None, out: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
+    """Real-vs-fake accuracy per fake folder: columns ``fake, accuracy, std, folds, repeats, images``.
 
     ``folds``-fold cross-validation split by image; ``steps`` Adam steps per fold on batches of one random
     crop per training image and side; the test accuracy is over ``crops_per_image`` crops of each held-out
-    image. ``select``: the real images to compare against (e.g. the stain the fakes were styled after).
-    Writes the table to ``out`` (CSV) when given.
+    image. ``repeats``: the cross-validation run again on new folds with new classifiers (repeat ``r`` is the
+    run of seed ``seed + r * folds``); ``accuracy`` is the mean over all repeats and folds, ``std`` their spread.
+    A classifier trained from scratch on a few dozen images scatters by about 0.1 from seed to seed, so
+    comparisons of two sets of images want several repeats. ``select``: the real images to compare against
+    (e.g. the stain the fakes were styled after). Writes the table to ``out`` (CSV) when given.
     """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
     fake_dirs = [fake_dirs] if isinstance(fake_dirs, (str, Path)) else list(fake_dirs)
     real = _load(Path(real_dir), crop, select)
     rows = []
@@ -93,16 +98,18 @@ def realism(real_dir: str | Path, fake_dirs: list[str | Path] | str | Path, *, f
         fake = _load(Path(fake_dir), crop)
         n = min(len(real), len(fake))
         k = min(folds, n)
-        rng = np.random.default_rng(seed)
-        real_idx, fake_idx = rng.permutation(len(real))[:n], rng.permutation(len(fake))[:n]
         accs = []
-        for f in tqdm(range(k), desc=f"realism {Path(fake_dir).name}", disable=not progress):
+        for r, f in tqdm([(r, f) for r in range(repeats) for f in range(k)], desc=f"realism {Path(fake_dir).name}",
+                         disable=not progress):
+            run_seed = seed + r * folds
+            rng = np.random.default_rng(run_seed)
+            real_idx, fake_idx = rng.permutation(len(real))[:n], rng.permutation(len(fake))[:n]
             test = np.arange(n) % k == f
             accs.append(_fold_accuracy(_pick(real, real_idx, ~test), _pick(fake, fake_idx, ~test),
                                         _pick(real, real_idx, test), _pick(fake, fake_idx, test),
-                                        crop, crops_per_image, steps, seed + f))
+                                        crop, crops_per_image, steps, run_seed + f))
         rows.append({"fake": str(fake_dir), "accuracy": float(np.mean(accs)), "std": float(np.std(accs)),
-                     "folds": k, "images": n})
+                     "folds": k, "repeats": repeats, "images": n})
     table = pd.DataFrame(rows)
     if out is not None:
         with atomic_open(out, "w", newline="") as fh:
