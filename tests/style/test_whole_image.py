@@ -127,9 +127,9 @@ def test_bf16_transfer_is_close_to_fp32_and_deterministic():
 
 
 def test_folder_transfer_on_a_prior_records_the_prior_defaults(prior, folders, tmp_path):
-    """``style transfer --model PRIOR`` without options: the manifest holds the settings the prior ran with."""
-    import pandas as pd
-
+    """``style transfer --model PRIOR`` without options: the manifest holds the settings the prior ran with,
+    and the folder reads back (a rerun resumes; counting reads its manifest)."""
+    from instlib.data.folder import read_manifest
     from instlib.style import (
         load_components,
         save_components,
@@ -140,9 +140,12 @@ def test_folder_transfer_on_a_prior_records_the_prior_defaults(prior, folders, t
     components, token = prior
     model = save_components(components, tmp_path / "prior")
     token_file = save_token(token, tmp_path / "token.safetensors")
-    out = transfer_folder(folders["synhc"], folders["real"], token_file, tmp_path / "out",
-                          load_components(str(model), device="cpu"), progress=False)
-    rows = pd.read_csv(out / "manifest.csv")
+    loaded = load_components(str(model), device="cpu")
+    out = transfer_folder(folders["synhc"], folders["real"], token_file, tmp_path / "out", loaded, progress=False)
+    first = (out / "manifest.csv").read_bytes()
+    transfer_folder(folders["synhc"], folders["real"], token_file, out, loaded, progress=False)  # all done: resumes
+    assert (out / "manifest.csv").read_bytes() == first
+    rows = read_manifest(out)
     assert set(rows["resolution"]) == {"auto"} and set(rows["sampler"]) == {"ddim"}
     assert set(rows["guidance"]) == {1.0} and set(rows["preset"]) == {"prior"} and set(rows["steps"]) == {20}
     assert (rows["height"] == 48).all() and (rows["width"] == 64).all()

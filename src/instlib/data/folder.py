@@ -31,9 +31,10 @@ from instlib.errors import DataError
 
 IMAGES, POINTS, MANIFEST, STAMP = "images", "points", "manifest.csv", "instlib.json"
 #: Manifest columns that hold numbers, and True/False flags, as the stages write them. Every other
-#: column (name, origin, style, split, stain, source, content, category, ...) is text, read as written.
+#: column (name, origin, style, split, stain, source, content, category, resolution: a size or "auto", ...)
+#: is text, read as written.
 MANIFEST_NUMBERS = ("count", "seed", "base_seed", "height", "width", "cell_size", "strength", "steps", "guidance",
-                    "resolution", "tile_overlap", "fidelity_recall", "fidelity_spurious", "fidelity_blobs",
+                    "tile_overlap", "fidelity_recall", "fidelity_spurious", "fidelity_blobs",
                     "content_recall", "content_spurious")
 MANIFEST_FLAGS = ("adain", "reference_timesteps")
 
