@@ -226,8 +226,7 @@ def paper_inputs(tmp_path_factory):
     return {"idcia": root / "idcia-shipped", "sd": sd, "hf_home": hf_home}
 
 
-@pytest.mark.parametrize("reference_clip_input", ["true", "false"])
-def test_paper_profile_runs_offline_with_local_models(paper_inputs, reference_clip_input, tmp_path):
+def test_paper_profile_runs_offline_with_local_models(paper_inputs, tmp_path):
     import pandas as pd
 
     from instlib.data.fetch import import_folder
@@ -238,7 +237,7 @@ def test_paper_profile_runs_offline_with_local_models(paper_inputs, reference_cl
     import_folder(paper_inputs["idcia"], run / "data" / "idcia", source="idcia", progress=False)
     sd = paper_inputs["sd"]
     sets = {"diffusion_model": str(sd), "image_encoder": str(sd / "image_encoder"),
-            "tokens.reference_clip_input": reference_clip_input, "count.model": "test_efficientnet",
+            "count.model": "test_efficientnet",
             "tokens.steps": "3", "tokens.resolution": "64", "transfer.resolution": "64", "transfer.steps": "4",
             "sweep.strengths": "[0.5, 0.9]", "sweep.shown": "1", "sweep.images": "3", "count.epochs": "1",
             "count.finetune_epochs": "1", "count.crop_size": "32", "cv.mixes": "[none]", "data.gradual_steps": "3",
@@ -252,13 +251,13 @@ def test_paper_profile_runs_offline_with_local_models(paper_inputs, reference_cl
     count = profile["count"]
     assert profile["profile"] == "paper" and profile["data"]["real"] == "idcia" and count["pretrained"] is True
     assert count["recipe"] == "authors" and count["split"] == "official"
-    assert profile["tokens"]["reference_clip_input"] is (reference_clip_input == "true")
+    assert profile["tokens"]["reference_clip_input"] is True  # the reference's CLIP input (tests/runs: overridable)
     assert (run / "data" / "real_dir.txt").read_text().startswith(str((run / "data" / "idcia").resolve()))
     # Tokens: DAPI images of the official training part only, with the CLIP input asked for
     tokens = load_tokens(run / "style" / "tokens", "cpu")
     seen = {n for t in tokens for n in t.info["names"]}
     assert seen and all("_DAPI_" in n for n in seen) and not any(f"_F{i}_" in n for n in seen for i in range(13, 16))
-    assert {t.reference_clip_input for t in tokens} == {reference_clip_input == "true"}
+    assert {t.reference_clip_input for t in tokens} == {True}
     # Syn-HC: drawn from every stain's points (as the authors); InST: each styled after a DAPI image (the marker
     # images here have no DAPI image of their field: the one of the nearest count), with the local model
     synhc = pd.read_csv(run / "data" / "synhc" / "manifest.csv")

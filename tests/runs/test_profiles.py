@@ -56,6 +56,8 @@ def test_overrides_are_converted_to_the_field_types():
     q = get_profile("smoke", count={"epochs": 4, "lr": 5e-4})
     assert (q.count.epochs, q.count.lr, q.count.crop_size) == (4, 5e-4, PROFILES["smoke"].count.crop_size)
     assert get_profile("smoke", count="{epochs: 5}").count.epochs == 5  # YAML text from --set
+    # the paper profile's reference CLIP input can be turned off (token training honours it: tests/style)
+    assert get_profile("paper", **{"tokens.reference_clip_input": "false"}).tokens.reference_clip_input is False
 
 
 @pytest.mark.parametrize("field, value", [("count.epochs", "many"), ("count.epochs", 1.5),
